@@ -1,0 +1,65 @@
+"""Command line: ``milvus-pulsar-upgrade-bot serve|demo`` (also ``python -m bot``).
+
+A configuration error prints one line naming the variable and exits with status 2; no
+traceback ever reaches the terminal for a mistake the user can fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bot import settings as settings_mod
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="milvus-pulsar-upgrade-bot",
+        description="Slack ChatOps bot for the Milvus 2.5 Pulsar V2 -> V3 upgrade.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{serve,demo}")
+    sub.required = True
+    serve = sub.add_parser(
+        "serve",
+        help="run the bot (configuration from the environment; see the README's table)",
+        description="Run the bot: Slack over HTTP on $PORT (or Socket Mode with SLACK_APP_TOKEN), "
+        "the Redis-backed runner, and the health endpoints.",
+    )
+    serve.add_argument("--log-format", choices=["json", "text"], default="json", help="log line format")
+    serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    demo = sub.add_parser(
+        "demo",
+        help="offline rehearsal: the real bot against the sandbox cluster, Slack and a private Redis",
+        description="Start the sandbox (Kubernetes API, helm, Milvus, Slack simulators), a private "
+        "redis-server and the real bot, then play a person in Slack and print the thread.",
+    )
+    demo.add_argument("--interactive", action="store_true", help="ask on the terminal before each click")
+    demo.add_argument("--mode", choices=["helm", "operator"], default="helm", help="installation to rehearse")
+    demo.add_argument("--verbose", action="store_true", help="also print the bot's own log")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        try:
+            settings = settings_mod.load()
+        except settings_mod.SettingsError as err:
+            print(str(err), file=sys.stderr)
+            return 2
+        from bot import app, logs
+
+        logs.setup(level=args.log_level, fmt=args.log_format, secrets=settings.secrets())
+        try:
+            app.serve(settings)
+        except settings_mod.SettingsError as err:
+            print(str(err), file=sys.stderr)
+            return 2
+        return 0
+    from bot import demo
+
+    return demo.run(interactive=args.interactive, mode=args.mode, verbose=args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""The bot's only door to the Kubernetes API (the official ``kubernetes`` client).
+
+Everything returns plain dicts parsed from the API's JSON (``_preload_content=False``), so
+values such as resourceVersions and quantities arrive exactly as the server sent them. Errors
+keep the API's own Status message (``KubeError.message``), which is what a person needs to see.
+The same credentials serve ``http_client()``, an httpx client for the API server's service
+proxy, used to reach the Milvus proxy without a port-forward.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+log = logging.getLogger(__name__)
+JSON = dict[str, Any]
+
+
+class KubeError(Exception):
+    """An API call failed; ``status`` is the HTTP code (0 when the server was unreachable)."""
+
+    def __init__(self, action: str, status: int, message: str) -> None:
+        super().__init__(f"{action}: {message}" + (f" (HTTP {status})" if status else ""))
+        self.action = action
+        self.status = status
+        self.message = message
+
+    @property
+    def temporary(self) -> bool:
+        return self.status == 0 or self.status == 429 or self.status >= 500
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+
+def _status_message(err: ApiException) -> str:
+    try:
+        body = json.loads(err.body or "{}")
+        return str(body.get("message") or err.reason)
+    except (ValueError, TypeError):
+        return str(err.reason)
+
+
+def _call(action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> JSON:
+    try:
+        resp = fn(*args, _preload_content=False, **kwargs)
+    except ApiException as err:
+        raise KubeError(action, err.status or 0, _status_message(err)) from None
+    except (Urllib3Error, OSError) as err:
+        raise KubeError(action, 0, f"cannot reach the Kubernetes API: {err}") from None
+    data = resp.data
+    return json.loads(data) if data else {}
+
+
+@dataclass(frozen=True)
+class AccessCheck:
+    verb: str
+    resource: str
+    namespace: str | None
+    group: str = ""
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.authz = client.AuthorizationV1Api(api)
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None, context: str | None) -> Kube:
+        """Kubeconfig (KUBECONFIG / KUBE_CONTEXT) when given or present, else the pod's in-cluster config."""
+        configuration = client.Configuration()
+        try:
+            config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+        except (config.ConfigException, FileNotFoundError, TypeError):
+            if kubeconfig:
+                raise
+            config.load_incluster_config(client_configuration=configuration)
+        return cls(client.ApiClient(configuration))
+
+    @property
+    def host(self) -> str:
+        return str(self.api.configuration.host).rstrip("/")
+
+    def http_client(self, timeout: float = 30.0) -> httpx.Client:
+        """An httpx client carrying this API client's credentials, for the service proxy."""
+        cfg = self.api.configuration
+        verify: Any = cfg.ssl_ca_cert or cfg.verify_ssl
+        cert = (cfg.cert_file, cfg.key_file) if cfg.cert_file else None
+
+        def auth(request: httpx.Request) -> httpx.Request:
+            token = cfg.get_api_key_with_prefix("authorization") or cfg.get_api_key_with_prefix("BearerToken")
+            if token:
+                request.headers["Authorization"] = token
+            return request
+
+        return httpx.Client(verify=verify, cert=cert, auth=auth, timeout=timeout)
+
+    # --- reads -------------------------------------------------------------------------------
+    def list_secrets(self, namespace: str, selector: str) -> list[JSON]:
+        return _call("list secrets", self.core.list_namespaced_secret, namespace, label_selector=selector)["items"]
+
+    def list_pvcs(self, namespace: str, selector: str) -> list[JSON]:
+        return _call(
+            "list persistentvolumeclaims",
+            self.core.list_namespaced_persistent_volume_claim,
+            namespace,
+            label_selector=selector,
+        )["items"]
+
+    def get_pv(self, name: str) -> JSON | None:
+        try:
+            return _call("get persistentvolume", self.core.read_persistent_volume, name)
+        except KubeError as err:
+            if err.not_found:
+                return None
+            raise
+
+    def get_pvc(self, namespace: str, name: str) -> JSON | None:
+        try:
+            return _call(
+                "get persistentvolumeclaim",
+                self.core.read_namespaced_persistent_volume_claim,
+                name,
+                namespace,
+            )
+        except KubeError as err:
+            if err.not_found:
+                return None
+            raise
+
+    def list_pods(self, namespace: str, selector: str) -> list[JSON]:
+        return _call("list pods", self.core.list_namespaced_pod, namespace, label_selector=selector)["items"]
+
+    def pods_resource_version(self, namespace: str, selector: str) -> tuple[list[JSON], str]:
+        data = _call("list pods", self.core.list_namespaced_pod, namespace, label_selector=selector)
+        return data["items"], data["metadata"].get("resourceVersion", "")
+
+    def pod_events(self, namespace: str, pod: str, limit: int = 5) -> list[JSON]:
+        items = [
+            e
+            for e in _call("list events", self.core.list_namespaced_event, namespace)["items"]
+            if e.get("involvedObject", {}).get("name") == pod
+        ]
+        items.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        return items[-limit:]
+
+    def get_configmap(self, namespace: str, name: str) -> JSON | None:
+        try:
+            return _call("get configmap", self.core.read_namespaced_config_map, name, namespace)
+        except KubeError as err:
+            if err.not_found:
+                return None
+            raise
+
+    def list_deployments(self, namespace: str, selector: str | None = None) -> list[JSON]:
+        kwargs = {"label_selector": selector} if selector else {}
+        return _call("list deployments", self.apps.list_namespaced_deployment, namespace, **kwargs)["items"]
+
+    def get_service(self, namespace: str, name: str) -> JSON | None:
+        try:
+            return _call("get service", self.core.read_namespaced_service, name, namespace)
+        except KubeError as err:
+            if err.not_found:
+                return None
+            raise
+
+    def denied(self, checks: list[AccessCheck]) -> list[AccessCheck]:
+        """The checks that a SelfSubjectAccessReview says this identity may not do."""
+        refused = []
+        for check in checks:
+            attrs: JSON = {"verb": check.verb, "resource": check.resource, "group": check.group}
+            if check.namespace:
+                attrs["namespace"] = check.namespace
+            body = {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": attrs},
+            }
+            review = _call("create selfsubjectaccessreview", self.authz.create_self_subject_access_review, body)
+            if not review.get("status", {}).get("allowed"):
+                refused.append(check)
+        return refused
+
+    # --- writes ------------------------------------------------------------------------------
+    def delete_pvc(self, namespace: str, name: str) -> bool:
+        """Delete one PVC; False when it was already gone."""
+        try:
+            _call(
+                "delete persistentvolumeclaim",
+                self.core.delete_namespaced_persistent_volume_claim,
+                name,
+                namespace,
+            )
+            return True
+        except KubeError as err:
+            if err.not_found:
+                return False
+            raise
+
+    def delete_pv(self, name: str) -> bool:
+        try:
+            _call("delete persistentvolume", self.core.delete_persistent_volume, name)
+            return True
+        except KubeError as err:
+            if err.not_found:
+                return False
+            raise
+
+    def upsert_configmap(self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str]) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "labels": labels},
+            "data": data,
+        }
+        try:
+            _call("create configmap", self.core.create_namespaced_config_map, namespace, body)
+        except KubeError as err:
+            if err.status != 409:
+                raise
+            _call("replace configmap", self.core.replace_namespaced_config_map, name, namespace, body)
+
+    # --- watches -----------------------------------------------------------------------------
+    def watch_pods(self, namespace: str, selector: str, resource_version: str, seconds: int) -> Iterator[JSON]:
+        """Yield raw watch events ({type, object}) for up to ``seconds``; ends quietly on a watch error."""
+        w = watch.Watch()
+        try:
+            for event in w.stream(
+                self.core.list_namespaced_pod,
+                namespace,
+                label_selector=selector,
+                resource_version=resource_version,
+                timeout_seconds=seconds,
+            ):
+                yield {"type": event["type"], "object": event["raw_object"]}
+        except (ApiException, Urllib3Error, OSError, ValueError) as err:
+            log.info("pod watch ended early (%s); falling back to polling", err)
+            time.sleep(0.1)
+        finally:
+            w.stop()
+
+
+def get_milvus(kube: Kube, namespace: str, name: str) -> JSON | None:
+    """The Milvus custom resource (milvuses.milvus.io/v1beta1), or None (also when the CRD is absent)."""
+    try:
+        return _call(
+            "get milvus",
+            kube.custom.get_namespaced_custom_object,
+            "milvus.io",
+            "v1beta1",
+            namespace,
+            "milvuses",
+            name,
+        )
+    except KubeError as err:
+        if err.not_found:
+            return None
+        raise

@@ -1,0 +1,461 @@
+"""The bot's client for Milvus 2.5's HTTP APIs: what the flush step of the upgrade needs.
+
+Why it exists: before Pulsar V2 is deleted, everything it still holds must be persisted to object
+storage. This module does that the way pymilvus does (``_wait_for_flushed``), not the way the guide
+does (upgrade-facts.md, "Where the guide is wrong"): for each database and each collection,
+persist, then poll the flush state with that collection's own ``coll_segIDs``, ``coll_flush_ts``,
+``db_name`` and ``collection_name`` until ``flushed`` is true.
+
+What it guarantees:
+- JSON is parsed from the raw bytes with ``json.loads`` (exact ints) and every segment ID and
+  timestamp is checked to be an exact integer; IDs and ``flush_ts`` (> 2**53) are sent back exactly.
+- GET requests with a JSON body are sent as real GETs with a body, as the proxy expects.
+- omitempty is understood: ``{}`` for a collection means no segments, an absent ``flushed`` means
+  false, absent lists mean empty.
+- Every failure is an exception naming the route and the server's reason; nothing is swallowed.
+  The Milvus token is never part of a message.
+
+Exceptions (all carry ``route``, ``reason``, ``http_status``, ``code``, ``error_code``, ``retriable``)::
+
+    MilvusHttpError         a call failed: non-empty status, HTTP error status, or a malformed answer
+     +-- MilvusRoutesGone   /api/v1 answers gin's 404 (Milvus 2.6+): the procedure does not apply
+     +-- MilvusAuthError    the RESTful port refused the token (code 1800)
+     +-- MilvusUnreachable  no HTTP answer at all (connect error, timeout); worth retrying
+     +-- FlushTimeout       segments still unflushed at the deadline; ``unflushed`` names them
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+V1_HEALTH = "/api/v1/health"
+V1_COLLECTIONS = "/api/v1/collections"
+V1_PERSIST = "/api/v1/persist"
+V1_PERSIST_STATE = "/api/v1/persist/state"
+HEALTHZ = "/healthz"
+V2_LIST_DATABASES = "/v2/vectordb/databases/list"
+
+CODE_NEED_AUTHENTICATE = 1800
+MGMT_PORT = 9091
+REST_PORT = 19530
+
+
+class MilvusHttpError(Exception):
+    """A Milvus HTTP call failed; the message names the route and the server's reason."""
+
+    def __init__(
+        self,
+        route: str,
+        reason: str,
+        *,
+        http_status: int | None = None,
+        code: int | None = None,
+        error_code: Any = None,
+        retriable: bool = False,
+    ) -> None:
+        self.route = route
+        self.reason = reason
+        self.http_status = http_status
+        self.code = code
+        self.error_code = error_code
+        self.retriable = retriable
+        extra = [f"HTTP {http_status}"] if http_status not in (None, 200) else []
+        extra += [f"code {code}"] if code else []
+        suffix = f" ({', '.join(extra)})" if extra else ""
+        super().__init__(f"Milvus {route}: {reason}{suffix}")
+
+
+class MilvusRoutesGone(MilvusHttpError):
+    """The /api/v1 routes are gone (Milvus 2.6+): the Pulsar V2 -> V3 procedure does not apply."""
+
+
+class MilvusAuthError(MilvusHttpError):
+    """The RESTful port refused the request: the token is missing or wrong."""
+
+
+class MilvusUnreachable(MilvusHttpError):
+    """No HTTP answer (connection refused, timeout, ...)."""
+
+
+class FlushTimeout(MilvusHttpError):
+    """Some collections of a database were still unflushed when the time ran out."""
+
+    def __init__(self, db: str, unflushed: dict[str, list[int]], elapsed: float) -> None:
+        self.db = db
+        self.unflushed = unflushed
+        self.elapsed = elapsed
+        what = "; ".join(f"{db}.{name}: segments {ids}" for name, ids in sorted(unflushed.items()))
+        super().__init__(V1_PERSIST_STATE, f"still not flushed after {elapsed:.1f}s: {what}", retriable=True)
+
+
+@dataclass(frozen=True)
+class CollectionPersist:
+    """One collection's part of a persist answer."""
+
+    seg_ids: list[int]  # sealed and not yet flushed: what to wait for
+    flushed_seg_ids: list[int]  # already flushed before this call
+    flush_ts: int  # hybrid timestamp (uint64) to wait for
+    seal_time: int | None = None
+
+
+@dataclass(frozen=True)
+class PersistResult:
+    db: str
+    collections: dict[str, CollectionPersist]
+
+
+@dataclass(frozen=True)
+class FlushProgress:
+    """Reported after every polling round of ``flush_database``."""
+
+    db: str
+    done: tuple[str, ...]
+    pending: dict[str, tuple[int, ...]]
+    elapsed: float
+
+
+@dataclass
+class FlushReport:
+    """What ``flush_database`` persisted: per collection, the segments that were flushed by it."""
+
+    db: str
+    segments: dict[str, list[int]] = field(default_factory=dict)
+    already_flushed: dict[str, list[int]] = field(default_factory=dict)
+    flush_ts: dict[str, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+    polls: int = 0
+
+    @property
+    def segment_count(self) -> int:
+        return sum(len(ids) for ids in self.segments.values())
+
+
+def service_proxy_url(kube_host: str, namespace: str, service: str, port: int) -> str:
+    """The Kubernetes API server's proxy to a service port (no port-forward needed)."""
+    return f"{kube_host.rstrip('/')}/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy"
+
+
+def _expand(template: str, name: str, release: str, namespace: str) -> str:
+    try:
+        return template.format(release=release, namespace=namespace).rstrip("/")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"{name} template {template!r}: only {{release}} and {{namespace}} are allowed") from exc
+
+
+def base_urls(
+    template_mgmt: str | None,
+    template_rest: str | None,
+    *,
+    release: str,
+    namespace: str,
+    kube_host: str,
+) -> tuple[str, str]:
+    """(management URL for port 9091, RESTful URL for port 19530) of one release.
+
+    MILVUS_MGMT_URL / MILVUS_URL are templates with ``{release}`` and ``{namespace}``; when unset,
+    the service ``<release>-milvus`` is reached through the Kubernetes API's service proxy."""
+    service = f"{release}-milvus"
+    mgmt = (
+        _expand(template_mgmt, "MILVUS_MGMT_URL", release, namespace)
+        if template_mgmt
+        else service_proxy_url(kube_host, namespace, service, MGMT_PORT)
+    )
+    rest = (
+        _expand(template_rest, "MILVUS_URL", release, namespace)
+        if template_rest
+        else service_proxy_url(kube_host, namespace, service, REST_PORT)
+    )
+    return mgmt, rest
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _exact_ints(route: str, what: str, values: Any) -> list[int]:
+    if not isinstance(values, list) or not all(_is_int(v) for v in values):
+        raise MilvusHttpError(route, f"{what} are not exact integers: {values!r} (parsed as floats?)")
+    return list(values)
+
+
+def _long_array(route: str, what: str, value: Any) -> list[int]:
+    """A schema.LongArray: ``{"data":[...]}``, or ``{}``/absent/null when empty (omitempty)."""
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        raise MilvusHttpError(route, f"{what} is not a LongArray: {value!r}")
+    return _exact_ints(route, what, value.get("data", []))
+
+
+def _map(route: str, doc: dict[str, Any], key: str) -> dict[str, Any]:
+    value = doc.get(key) or {}
+    if not isinstance(value, dict):
+        raise MilvusHttpError(route, f"{key} is not an object: {value!r}")
+    return value
+
+
+def _status_failure(route: str, doc: Any) -> MilvusHttpError | None:
+    """None when ``doc["status"]`` is a success status ({} or zero codes), else the error."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("status"), dict):
+        return MilvusHttpError(route, f"answer has no status object: {str(doc)[:300]}")
+    st = doc["status"]
+    if st.get("error_code") in (None, 0, "Success") and st.get("code") in (None, 0):
+        return None
+    reason = st.get("reason") or st.get("detail") or json.dumps(st)
+    return MilvusHttpError(
+        route,
+        str(reason),
+        code=st.get("code"),
+        error_code=st.get("error_code"),
+        retriable=bool(st.get("retriable")),
+    )
+
+
+def _http_failure(route: str, resp: httpx.Response, doc: Any) -> MilvusHttpError:
+    """A non-200 answer: Milvus' ErrResponse (400/500) or a Kubernetes Status from the service proxy."""
+    body = doc if isinstance(doc, dict) else {}
+    if body.get("kind") == "Status":
+        reason = f"Kubernetes: {body.get('message') or body.get('reason') or 'error'}"
+    else:
+        reason = str(body.get("reason") or resp.text[:300])
+    return MilvusHttpError(
+        route,
+        reason,
+        http_status=resp.status_code,
+        error_code=body.get("error_code"),
+        retriable=resp.status_code >= 500,
+    )
+
+
+class MilvusClient:
+    """Synchronous client for one Milvus release: ``mgmt_base_url`` serves the proxy's port 9091
+    routes, ``rest_base_url`` the RESTful v2 API on port 19530. ``http`` is owned by the caller
+    (timeouts, TLS and Kubernetes credentials when going through the API server)."""
+
+    # How response bytes become JSON: exact ints. Tests swap it to prove corruption is caught.
+    json_loads: Callable[[bytes], Any] = staticmethod(json.loads)
+
+    def __init__(self, mgmt_base_url: str, rest_base_url: str, *, http: httpx.Client, token: str | None = None) -> None:
+        self.mgmt_base_url = mgmt_base_url.rstrip("/")
+        self.rest_base_url = rest_base_url.rstrip("/")
+        self._http = http
+        self._token = token
+
+    # ------------------------------------------------------------------ transport
+
+    def _send(
+        self, method: str, url: str, route: str, body: dict[str, Any] | None, headers: dict[str, str]
+    ) -> httpx.Response:
+        content = None
+        if body is not None:
+            content = json.dumps(body, separators=(",", ":")).encode()
+            headers = {**headers, "Content-Type": "application/json"}
+        try:
+            return self._http.request(method, url, content=content, headers=headers)
+        except httpx.TransportError as exc:
+            raise MilvusUnreachable(route, f"{type(exc).__name__}: {exc}", retriable=True) from exc
+
+    def _decode(self, route: str, resp: httpx.Response) -> Any:
+        try:
+            return self.json_loads(resp.content)
+        except (ValueError, UnicodeDecodeError):
+            raise MilvusHttpError(
+                route,
+                f"answer is not JSON: {resp.text[:300]!r}",
+                http_status=resp.status_code,
+                retriable=resp.status_code >= 500,
+            ) from None
+
+    def _not_found(self, route: str, resp: httpx.Response) -> MilvusHttpError:
+        """A 404 from Kubernetes (a Status object: no such service) is not a 404 from Milvus."""
+        try:
+            doc = json.loads(resp.content)
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+        if isinstance(doc, dict) and doc.get("kind") == "Status":
+            return MilvusHttpError(route, f"Kubernetes: {doc.get('message', 'not found')}", http_status=404)
+        return MilvusRoutesGone(
+            route,
+            "Milvus answers 404 on /api/v1: these routes were removed (Milvus 2.6+), "
+            "so the Pulsar V2 -> V3 procedure does not apply as written",
+            http_status=404,
+        )
+
+    def _call_v1(self, method: str, route: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        resp = self._send(method, self.mgmt_base_url + route, route, body, {})
+        if resp.status_code == 404:
+            raise self._not_found(route, resp)
+        doc = self._decode(route, resp)
+        if resp.status_code != 200:
+            raise _http_failure(route, resp, doc)
+        failure = _status_failure(route, doc)
+        if failure is not None:
+            raise failure
+        assert isinstance(doc, dict)
+        return doc
+
+    # ------------------------------------------------------------------ single calls
+
+    def health(self) -> None:
+        """GET /api/v1/health. Raises MilvusRoutesGone on a Milvus 404 (2.6+)."""
+        resp = self._send("GET", self.mgmt_base_url + V1_HEALTH, V1_HEALTH, None, {})
+        if resp.status_code == 404:
+            raise self._not_found(V1_HEALTH, resp)
+        doc = self._decode(V1_HEALTH, resp)
+        if resp.status_code != 200 or not isinstance(doc, dict) or doc.get("status") != "ok":
+            raise MilvusHttpError(V1_HEALTH, f"unexpected answer: {resp.text[:300]!r}", http_status=resp.status_code)
+
+    def healthz(self) -> tuple[bool, str]:
+        """GET /healthz: (healthy, reason). Unreachable is (False, why), not an exception."""
+        try:
+            resp = self._send("GET", self.mgmt_base_url + HEALTHZ, HEALTHZ, None, {})
+        except MilvusUnreachable as exc:
+            return False, f"unreachable: {exc.reason}"
+        text = resp.text.strip()
+        return resp.status_code == 200 and text == "OK", text or f"HTTP {resp.status_code}"
+
+    def list_databases(self) -> list[str]:
+        """POST /v2/vectordb/databases/list on the RESTful port."""
+        route = V2_LIST_DATABASES
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        resp = self._send("POST", self.rest_base_url + route, route, {}, headers)
+        doc = self._decode(route, resp)
+        code = doc.get("code") if isinstance(doc, dict) else None
+        message = str(doc.get("message", "")) if isinstance(doc, dict) else resp.text[:300]
+        if resp.status_code == 401 or code == CODE_NEED_AUTHENTICATE:
+            raise MilvusAuthError(route, message or "not authenticated", http_status=resp.status_code, code=code)
+        if resp.status_code != 200 or code != 0:
+            raise MilvusHttpError(route, message or "unexpected answer", http_status=resp.status_code, code=code)
+        data = doc.get("data") or []
+        if not isinstance(data, list) or not all(isinstance(d, str) for d in data):
+            raise MilvusHttpError(route, f"data is not a list of names: {data!r}")
+        return list(data)
+
+    def list_collections(self, db: str) -> list[str]:
+        """GET /api/v1/collections with ``{"db_name": db}``; an empty database has no keys at all."""
+        doc = self._call_v1("GET", V1_COLLECTIONS, {"db_name": db})
+        names = doc.get("collection_names") or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise MilvusHttpError(V1_COLLECTIONS, f"collection_names is not a list of names: {names!r}")
+        return list(names)
+
+    def persist(self, db: str, collections: list[str]) -> PersistResult:
+        """POST /api/v1/persist: seal every growing segment of ``collections`` in ``db``."""
+        route = V1_PERSIST
+        doc = self._call_v1("POST", route, {"db_name": db, "collection_names": list(collections)})
+        seg_map = _map(route, doc, "coll_segIDs")
+        flushed_map = _map(route, doc, "flush_coll_segIDs")
+        ts_map = _map(route, doc, "coll_flush_ts")
+        seal_map = _map(route, doc, "coll_seal_times")
+        out: dict[str, CollectionPersist] = {}
+        for name in collections:
+            flush_ts = ts_map.get(name)
+            if not isinstance(flush_ts, int) or isinstance(flush_ts, bool):
+                raise MilvusHttpError(route, f"coll_flush_ts of {db}.{name} is not an exact integer: {flush_ts!r}")
+            seal = seal_map.get(name)
+            out[name] = CollectionPersist(
+                seg_ids=_long_array(route, f"coll_segIDs of {db}.{name}", seg_map.get(name)),
+                flushed_seg_ids=_long_array(route, f"flush_coll_segIDs of {db}.{name}", flushed_map.get(name)),
+                flush_ts=flush_ts,
+                seal_time=seal if _is_int(seal) else None,
+            )
+        return PersistResult(db=db, collections=out)
+
+    def flush_state(self, db: str, collection: str, seg_ids: Iterable[int], flush_ts: int) -> bool:
+        """GET /api/v1/persist/state for one collection; ``flushed`` absent means false."""
+        ids = list(seg_ids)
+        if not all(_is_int(i) for i in ids) or not _is_int(flush_ts):
+            raise TypeError("segment IDs and flush_ts must be exact ints")
+        body = {"segmentIDs": ids, "flush_ts": flush_ts, "db_name": db, "collection_name": collection}
+        doc = self._call_v1("GET", V1_PERSIST_STATE, body)
+        flushed = doc.get("flushed", False)
+        if not isinstance(flushed, bool):
+            raise MilvusHttpError(V1_PERSIST_STATE, f"flushed is not a boolean: {flushed!r}")
+        return flushed
+
+    # ------------------------------------------------------------------ the flush procedure
+
+    def flush_database(
+        self,
+        db: str,
+        *,
+        timeout: float,
+        interval: float,
+        on_progress: Callable[[FlushProgress], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> FlushReport:
+        """Persist every collection of ``db``, then poll each collection's state with its own
+        segment IDs and flush_ts until all are flushed; FlushTimeout after ``timeout`` seconds."""
+        start = clock()
+        names = self.list_collections(db)
+        report = FlushReport(db=db)
+        if not names:
+            report.elapsed = clock() - start
+            return report
+        persisted = self.persist(db, names)
+        for name, part in persisted.collections.items():
+            report.segments[name] = part.seg_ids
+            report.already_flushed[name] = part.flushed_seg_ids
+            report.flush_ts[name] = part.flush_ts
+        log.info("milvus persist db=%s collections=%d sealed=%d", db, len(names), report.segment_count)
+        pending = dict(persisted.collections)
+        while True:
+            report.polls += self._poll_round(db, pending)
+            elapsed = clock() - start
+            if on_progress is not None:
+                done = tuple(n for n in names if n not in pending)
+                left = {n: tuple(p.seg_ids) for n, p in pending.items()}
+                on_progress(FlushProgress(db=db, done=done, pending=left, elapsed=elapsed))
+            if not pending:
+                report.elapsed = elapsed
+                return report
+            if elapsed >= timeout:
+                raise FlushTimeout(db, {n: list(p.seg_ids) for n, p in pending.items()}, elapsed)
+            sleep(max(0.0, min(interval, timeout - elapsed)))
+
+    def _poll_round(self, db: str, pending: dict[str, CollectionPersist]) -> int:
+        """Ask once for every pending collection; drop the flushed ones. Returns the number of asks."""
+        asked = 0
+        for name, part in list(pending.items()):
+            asked += 1
+            if self.flush_state(db, name, part.seg_ids, part.flush_ts):
+                del pending[name]
+        return asked
+
+    def flush_all(
+        self,
+        *,
+        timeout: float,
+        interval: float,
+        databases: list[str] | None = None,
+        on_progress: Callable[[FlushProgress], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> list[FlushReport]:
+        """Flush every database (listed on the RESTful port unless given), within one deadline."""
+        start = clock()
+        dbs = self.list_databases() if databases is None else databases
+        reports = []
+        for db in dbs:
+            remaining = max(0.0, timeout - (clock() - start))
+            reports.append(
+                self.flush_database(
+                    db,
+                    timeout=remaining,
+                    interval=interval,
+                    on_progress=on_progress,
+                    clock=clock,
+                    sleep=sleep,
+                )
+            )
+        return reports

@@ -1,0 +1,70 @@
+"""What a step gets: the upgrade record, the adapters, and a few ways to report.
+
+Steps never touch Slack or Redis directly: ``record`` writes facts to the upgrade record
+(in Redis, atomically) and ``say``/``upload`` ask the engine to post into the thread, once
+per key, so a step that runs twice does not post twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bot.cluster.helm import HelmCli
+from bot.cluster.kube import Kube
+from bot.cluster.milvus import MilvusClient
+from bot.settings import Settings
+from state.model import Upgrade
+
+
+@dataclass
+class Limits:
+    """Time limits of the waits (seconds). Not in the contract table: extra settings, see the README."""
+
+    flush_timeout: float = 600.0
+    pvc_gone_timeout: float = 300.0
+    pods_timeout: float = 900.0
+    watch_chunk: int = 20
+
+
+@dataclass
+class Ctx:
+    upgrade: Upgrade
+    settings: Settings
+    kube: Kube
+    helm: HelmCli
+    milvus: Callable[[str, str], MilvusClient]
+    limits: Limits
+    _record: Callable[[Callable[[Upgrade], None]], Upgrade]
+    _say: Callable[[str, str], None]
+    _upload: Callable[[str, str, str, str, str], None]
+
+    @property
+    def release(self) -> str:
+        return self.upgrade.release
+
+    @property
+    def namespace(self) -> str:
+        return self.upgrade.namespace
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        return self.upgrade.facts
+
+    def record(self, change: Callable[[Upgrade], None]) -> None:
+        """Write to the upgrade record in Redis now (before acting on it) and refresh ``upgrade``."""
+        self.upgrade = self._record(change)
+
+    def set_facts(self, **facts: Any) -> None:
+        self.record(lambda u: u.facts.update(facts))
+
+    def say(self, key: str, text: str) -> None:
+        """Post ``text`` into the upgrade's thread once for ``key``."""
+        self._say(key, text)
+
+    def upload(self, key: str, filename: str, content: str, title: str, comment: str) -> None:
+        self._upload(key, filename, content, title, comment)
+
+    def milvus_client(self) -> MilvusClient:
+        return self.milvus(self.release, self.namespace)

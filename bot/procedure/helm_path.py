@@ -1,0 +1,329 @@
+"""The Helm path: preflight, save values, uninstall, reinstall with Pulsar V3.
+
+The release is read from its Helm storage Secret with the Kubernetes API (upgrade-facts.md,
+"How Helm 3 stores a release"); helm itself is only run for what changes the cluster and
+for the chart metadata. The reinstall uses ``helm install RELEASE CHART -f values``: never
+``install --reset-values``, which real helm rejects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+import yaml
+
+from bot.cluster.helm import HelmCli, HelmError, HelmRelease
+from bot.cluster.kube import AccessCheck
+from bot.cluster.milvus import MilvusHttpError, MilvusRoutesGone
+from bot.procedure.common import dig, is_milvus_25, values_diff, version_tuple, with_pulsar_v3
+from bot.procedure.context import Ctx
+from bot.procedure.detect import helm_release
+from bot.procedure.outcome import Ask, Done, Refusal, StepError
+from bot.procedure.volumes import list_volumes, volumes_text
+from state.model import now
+
+FIRST_PULSARV3_CHART = (4, 2, 21)
+PULSARV3_DEFAULT_CHART = (4, 2, 27)
+BACKUP_SUFFIX = "-pulsar-upgrade-backup"
+
+
+def pulsar_v2_enabled(config: dict[str, Any], chart_version: str) -> bool:
+    explicit = dig(config, "pulsar", "enabled")
+    if explicit is not None:
+        return bool(explicit)
+    return version_tuple(chart_version) < PULSARV3_DEFAULT_CHART
+
+
+def milvus_version(release: HelmRelease) -> str:
+    tag = dig(release.config, "image", "all", "tag")
+    return str(tag) if tag else release.app_version
+
+
+def helm_access_checks(namespace: str) -> list[AccessCheck]:
+    ns = namespace
+    checks = [AccessCheck(v, "secrets", ns) for v in ("get", "list", "create", "delete")]
+    checks += [AccessCheck(v, "configmaps", ns) for v in ("get", "create", "update")]
+    checks += [AccessCheck(v, "persistentvolumeclaims", ns) for v in ("list", "get", "delete")]
+    checks += [AccessCheck(v, "persistentvolumes", None) for v in ("get", "delete")]
+    checks += [AccessCheck(v, "pods", ns) for v in ("list", "watch")]
+    checks += [AccessCheck("get", "services/proxy", ns)]
+    checks += [AccessCheck(v, r, ns, "apps") for r in ("deployments", "statefulsets") for v in ("create", "delete")]
+    checks += [AccessCheck(v, "services", ns) for v in ("create", "delete")]
+    return checks
+
+
+def chart_target(ctx: Ctx, release: HelmRelease) -> tuple[str | None, str | None]:
+    """(version to install, refusal) for the reinstall: the pin, else the chart that ran before."""
+    pinned = ctx.settings.helm_chart_version
+    if pinned:
+        return pinned.lstrip("v"), None
+    if version_tuple(release.chart_version) >= FIRST_PULSARV3_CHART:
+        return release.chart_version, None
+    return None, (
+        f"chart {release.chart_version} has no Pulsar V3 (it arrived in chart 4.2.21). Set "
+        "MILVUS_HELM_CHART_VERSION to a chart that ships Milvus 2.5 with Pulsar V3, e.g. 4.2.58."
+    )
+
+
+def ensure_repo(ctx: Ctx) -> None:
+    chart = ctx.settings.helm_chart
+    if "/" in chart and not chart.startswith(("oci://", "/", ".")):
+        ctx.helm.repo_add_update(chart.split("/", 1)[0], ctx.settings.helm_repo_url)
+
+
+def _release_checks(release: HelmRelease | None) -> list[str]:
+    if release is None:
+        return ["the Helm release is gone"]
+    problems = []
+    if release.status != "deployed":
+        problems.append(f"the release's status is `{release.status}`, not deployed")
+    version = milvus_version(release)
+    if not is_milvus_25(version):
+        problems.append(f"it runs Milvus {version}; this procedure is for Milvus 2.5.x")
+    if dig(release.config, "externalPulsar", "enabled"):
+        problems.append("it uses an external Pulsar; only an in-cluster Pulsar V2 is replaced by this procedure")
+    elif not pulsar_v2_enabled(release.config, release.chart_version):
+        v3 = dig(release.config, "pulsarv3", "enabled")
+        problems.append("Pulsar V2 is not enabled in its values" + (" (it already uses Pulsar V3)" if v3 else ""))
+    return problems
+
+
+def _milvus_checks(ctx: Ctx) -> tuple[dict[str, list[str]], list[str]]:
+    client = ctx.milvus_client()
+    try:
+        client.health()
+        databases = {db: sorted(client.list_collections(db)) for db in client.list_databases()}
+    except MilvusRoutesGone as err:
+        return {}, [str(err)]
+    except MilvusHttpError as err:
+        return {}, [f"the Milvus HTTP API does not answer: {err}"]
+    return databases, []
+
+
+def _chart_checks(ctx: Ctx, release: HelmRelease) -> tuple[dict[str, Any], list[str]]:
+    version, refusal = chart_target(ctx, release)
+    if refusal:
+        return {}, [refusal]
+    try:
+        ensure_repo(ctx)
+        meta = ctx.helm.show_chart(ctx.settings.helm_chart, version)
+    except HelmError as err:
+        return {}, [f"cannot read chart {ctx.settings.helm_chart} {version}: {err.stderr.strip() or err}"]
+    plan: dict[str, Any] = {
+        "chart": ctx.settings.helm_chart,
+        "version": str(meta.get("version", version)),
+        "app_version": str(meta.get("appVersion", "?")),
+        "previous_version": release.chart_version,
+        "previous_app_version": milvus_version(release),
+        "pinned": bool(ctx.settings.helm_chart_version),
+    }
+    problems = []
+    if version_tuple(plan["version"]) < FIRST_PULSARV3_CHART:
+        problems.append(f"chart {plan['version']} has no Pulsar V3 (needs 4.2.21 or newer)")
+    return plan, problems
+
+
+def preflight(ctx: Ctx) -> Done:
+    release = helm_release(ctx)
+    problems = _release_checks(release)
+    if release is None or problems:
+        raise Refusal("; ".join(problems))
+    databases, milvus_problems = _milvus_checks(ctx)
+    denied = ctx.kube.denied(helm_access_checks(ctx.namespace))
+    access_problems = [
+        f"not allowed to {c.verb} {c.group + '/' if c.group else ''}{c.resource}"
+        + (f" in `{c.namespace}`" if c.namespace else " (cluster-wide)")
+        for c in denied
+    ]
+    plan, chart_problems = _chart_checks(ctx, release)
+    problems = milvus_problems + access_problems + chart_problems
+    if problems:
+        raise Refusal("; ".join(problems))
+    pvcs, pvs = list_volumes(ctx)
+    ctx.set_facts(
+        release={
+            "chart_name": release.chart_name,
+            "chart_version": release.chart_version,
+            "app_version": milvus_version(release),
+            "revision": release.revision,
+        },
+        databases=databases,
+        pvcs=pvcs,
+        pvs=pvs,
+        reinstall_plan=plan,
+    )
+    collections = sum(len(c) for c in databases.values())
+    return Done(
+        f"chart {release.chart_version}, Milvus {milvus_version(release)}, {len(databases)} databases, "
+        f"{collections} collections, {len(pvcs)} Pulsar V2 PVCs"
+    )
+
+
+def plan_text(ctx_facts: dict[str, Any], release: str, namespace: str) -> str:
+    rel = ctx_facts.get("release", {})
+    plan = ctx_facts.get("reinstall_plan", {})
+    dbs = ctx_facts.get("databases", {})
+    db_lines = "\n".join(
+        f"• `{db}`: {', '.join(f'`{c}`' for c in colls) or 'no collections'}" for db, colls in dbs.items()
+    )
+    return (
+        f"*Plan for `{release}` in `{namespace}`* (chart {rel.get('chart_version')}, Milvus {rel.get('app_version')})\n"
+        "1. Flush every database and collection into object storage, then *checkpoint*.\n"
+        "2. Flush again, save the values (Redis, ConfigMap "
+        f"`{release}{BACKUP_SUFFIX}`, a file in this thread), `helm uninstall`.\n"
+        "3. *Checkpoint* with the exact Pulsar V2 PVCs, then delete them and their PVs.\n"
+        f"4. *Checkpoint*, then install chart {plan.get('chart')} {plan.get('version')} "
+        f"(Milvus {plan.get('app_version')}) with `pulsar.enabled: false`, `pulsarv3.enabled: true`.\n"
+        "5. Wait for every pod to be Ready, then verify.\n"
+        "⚠️ *Milvus is down from the uninstall until the new pods are Ready* (minutes; longer with more data).\n"
+        "⚠️ *Every client must stop writing before you approve the first checkpoint*: writes after the flush are lost.\n"
+        f"*Databases and collections*\n{db_lines or '• none'}\n"
+        f"*Volumes that will be deleted*\n{volumes_text(ctx_facts.get('pvcs', []), ctx_facts.get('pvs', []))}"
+    )
+
+
+def backup(ctx: Ctx) -> Done:
+    from bot.procedure.flush import flush_text, run_flush
+
+    if ctx.upgrade.saved is None:
+        release = helm_release(ctx)
+        if release is None or release.status != "deployed":
+            raise StepError("the release is no longer deployed and its values were never saved; nothing was deleted")
+        final = run_flush(ctx)
+        ctx.set_facts(final_flush=final)
+        ctx.say("final_flush", f"🔁 Flushed once more before stopping Milvus:\n{flush_text(final)}")
+        values = ctx.helm.get_values(ctx.release, ctx.namespace)
+        saved = {
+            "kind": "helm-values",
+            "values": values,
+            "chart_name": release.chart_name,
+            "chart_version": release.chart_version,
+            "app_version": release.app_version,
+            "revision": release.revision,
+            "saved_at": now(),
+        }
+        ctx.record(lambda u: setattr(u, "saved", saved))
+    saved_record = ctx.upgrade.saved
+    assert saved_record is not None
+    values_yaml = yaml.safe_dump(saved_record["values"], sort_keys=True)
+    name = f"{ctx.release}{BACKUP_SUFFIX}"
+    meta = {k: v for k, v in saved_record.items() if k != "values"}
+    ctx.kube.upsert_configmap(
+        ctx.namespace,
+        name,
+        {
+            "values.yaml": values_yaml,
+            "release.json": json.dumps(meta, sort_keys=True),
+            "upgrade-id": ctx.upgrade.id,
+        },
+        {"app.kubernetes.io/managed-by": "milvus-pulsar-upgrade-bot", "release": ctx.release},
+    )
+    ctx.set_facts(backup_configmap=name)
+    ctx.upload(
+        "values_file",
+        f"{ctx.release}-values.yaml",
+        values_yaml,
+        f"{ctx.release} values before the upgrade",
+        f"💾 Saved the user values of `{ctx.release}` (chart {saved_record['chart_version']}) in the upgrade record, "
+        f"in ConfigMap `{name}` and here.",
+    )
+    return Done(f"values saved in Redis, ConfigMap `{name}` and the thread")
+
+
+def uninstall(ctx: Ctx) -> Done:
+    if ctx.upgrade.saved is None or not ctx.facts.get("backup_configmap"):
+        raise StepError("the values are not saved durably yet; refusing to uninstall")
+    release = helm_release(ctx)
+    if release is not None and release.status != "uninstalled":
+        if ctx.upgrade.downtime_started_at is None:
+            ctx.record(lambda u: setattr(u, "downtime_started_at", now()))
+        ctx.helm.uninstall(ctx.release, ctx.namespace)
+    ctx.set_facts(uninstalled=now())
+    ctx.say("uninstalled", f"⏹️ `helm uninstall {ctx.release}` done: Milvus is stopped (downtime has begun).")
+    return Done("release uninstalled")
+
+
+def install(
+    helm: HelmCli,
+    release: str,
+    namespace: str,
+    chart: str,
+    values: dict[str, Any],
+    version: str | None,
+    upgrade: bool,
+) -> str:
+    """``helm install`` (or ``helm upgrade --install`` over a failed attempt) with a private values file."""
+    if not upgrade:
+        return helm.install(release, namespace, chart, values, version)
+    with tempfile.TemporaryDirectory(prefix="helm-values-") as tmp:
+        path = os.path.join(tmp, "values.yaml")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yaml.safe_dump(values, fh, sort_keys=False)
+        args = ["upgrade", release, chart, "--install", "--reset-values", "-f", path]
+        if version:
+            args += ["--version", version]
+        return helm.run(args, namespace=namespace)
+
+
+def reinstall_target(ctx: Ctx) -> dict[str, Any]:
+    saved = ctx.upgrade.saved or {}
+    before = saved.get("values", {})
+    after = with_pulsar_v3(before)
+    plan = ctx.facts.get("reinstall_plan", {})
+    return {
+        "release": ctx.release,
+        "namespace": ctx.namespace,
+        **plan,
+        "diff": values_diff(before, after),
+    }
+
+
+def reinstall(ctx: Ctx) -> Done | Ask:
+    release = helm_release(ctx)
+    if release is not None and release.status == "deployed" and dig(release.config, "pulsarv3", "enabled"):
+        return Done(f"installed chart {release.chart_version} with Pulsar V3")
+    cp = ctx.upgrade.latest_checkpoint("reinstall")
+    if cp is None or cp.decision != "approved":
+        return Ask("reinstall", reinstall_target(ctx))
+    saved = ctx.upgrade.saved
+    if saved is None:
+        raise StepError("no saved values to reinstall from")
+    values = with_pulsar_v3(saved["values"])
+    ensure_repo(ctx)
+    version = cp.target.get("version")
+    ctx.set_facts(reinstall_started=now())
+    install(ctx.helm, ctx.release, ctx.namespace, ctx.settings.helm_chart, values, version, release is not None)
+    ctx.say(
+        "reinstalled",
+        f"▶️ Installed `{ctx.release}` with chart {ctx.settings.helm_chart} {version} and Pulsar V3. Waiting for pods…",
+    )
+    return Done(f"installed chart {version} with Pulsar V3")
+
+
+def restore(ctx: Ctx) -> str:
+    """Reinstall the saved original values (Pulsar V2) after an abort; returns what was done."""
+    saved = ctx.upgrade.saved
+    if saved is None:
+        raise StepError("no saved values: nothing to restore from")
+    release = helm_release(ctx)
+    if release is not None and release.status == "deployed":
+        return "the release is already installed; nothing to do"
+    ensure_repo(ctx)
+    install(
+        ctx.helm,
+        ctx.release,
+        ctx.namespace,
+        ctx.settings.helm_chart,
+        saved["values"],
+        saved["chart_version"],
+        release is not None,
+    )
+    return f"reinstalled `{ctx.release}` with its original values (chart {saved['chart_version']}, Pulsar V2)"
+
+
+__all__ = ["backup", "plan_text", "preflight", "reinstall", "restore", "time", "uninstall"]

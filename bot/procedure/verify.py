@@ -1,0 +1,46 @@
+"""Check the result: Milvus healthy, every database with the collections it had, Pulsar V3 volumes
+present and no Pulsar V2 volume left."""
+
+from __future__ import annotations
+
+from bot.cluster.milvus import MilvusHttpError
+from bot.procedure.context import Ctx
+from bot.procedure.outcome import Done, StepError, Temporary
+from bot.procedure.volumes import pulsar_v2_selector
+from state.model import now
+
+
+def pulsar_v3_selector(ctx: Ctx) -> str:
+    if ctx.upgrade.mode == "operator":
+        return f"app=pulsar,release={ctx.release}-pulsar"
+    return f"app=pulsarv3,release={ctx.release}"
+
+
+def verify(ctx: Ctx) -> Done:
+    client = ctx.milvus_client()
+    try:
+        ok, detail = client.healthz()
+        if not ok:
+            raise Temporary(f"Milvus /healthz is not OK yet: {detail}")
+        missing = []
+        for db, before in ctx.facts.get("databases", {}).items():
+            after = set(client.list_collections(db))
+            missing += [f"{db}.{c}" for c in before if c not in after]
+    except MilvusHttpError as err:
+        raise Temporary(f"Milvus did not answer: {err}") from None
+    if missing:
+        raise StepError(f"collections missing after the upgrade: {', '.join(missing)}")
+    problems = []
+    if ctx.upgrade.mode != "operator":
+        if not ctx.kube.list_pvcs(ctx.namespace, pulsar_v3_selector(ctx)):
+            problems.append(f"no Pulsar V3 PVCs ({pulsar_v3_selector(ctx)})")
+        leftover = ctx.kube.list_pvcs(ctx.namespace, pulsar_v2_selector(ctx))
+        if leftover:
+            names = ", ".join(p["metadata"]["name"] for p in leftover)
+            problems.append(f"Pulsar V2 PVCs still exist: {names}")
+    if problems:
+        raise StepError("; ".join(problems))
+    if ctx.upgrade.downtime_ended_at is None:
+        ctx.record(lambda u: setattr(u, "downtime_ended_at", now()))
+    dbs = ctx.facts.get("databases", {})
+    return Done(f"healthy; {len(dbs)} databases and {sum(len(c) for c in dbs.values())} collections all present")

@@ -1,0 +1,122 @@
+"""The Pulsar V2 volumes: list them with the PVs bound to them, ask, delete exactly those.
+
+Deletion is only ever of what an approval showed: right before deleting, the PVCs are listed
+again; if the set differs from the approved one, nothing is deleted and the operators are
+asked again with the new list. PVs are deleted only if their claimRef still points at one of
+the deleted PVCs (same namespace, name and uid), with the PV API, and NotFound is success.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bot.procedure.common import describe_pv, describe_pvc
+from bot.procedure.context import Ctx
+from bot.procedure.outcome import Ask, Done, StepError, Wait
+from state.model import APPROVED
+
+JSON = dict[str, Any]
+
+
+def pulsar_v2_selector(ctx: Ctx) -> str:
+    """Helm labels Pulsar V2 ``release=<release>``; the operator names its Pulsar release ``<name>-pulsar``."""
+    release = ctx.release if ctx.upgrade.mode != "operator" else f"{ctx.release}-pulsar"
+    return f"app=pulsar,release={release}"
+
+
+def list_volumes(ctx: Ctx) -> tuple[list[JSON], list[JSON]]:
+    """(PVCs, PVs) of Pulsar V2 in the upgrade's namespace only."""
+    pvcs = [describe_pvc(p) for p in ctx.kube.list_pvcs(ctx.namespace, pulsar_v2_selector(ctx))]
+    pvs = []
+    for pvc in pvcs:
+        if pvc["volume"]:
+            pv = ctx.kube.get_pv(pvc["volume"])
+            if pv is not None:
+                pvs.append(describe_pv(pv))
+    return sorted(pvcs, key=lambda p: p["name"]), sorted(pvs, key=lambda p: p["name"])
+
+
+def volumes_text(pvcs: list[JSON], pvs: list[JSON]) -> str:
+    if not pvcs:
+        return "• no Pulsar V2 PVCs"
+    lines = [f"• PVC `{p['name']}`: {p['size']}, storage class `{p['storage_class']}`" for p in pvcs]
+    lines += [f"• PV `{v['name']}`: reclaim policy {v['reclaim']}" for v in pvs]
+    retained = [v["name"] for v in pvs if v["reclaim"] != "Delete"]
+    if retained:
+        lines.append(
+            f"PVs with reclaim policy Retain keep their disks after the PVC goes; the bot deletes the PV objects "
+            f"({', '.join(retained)}) but the storage behind them may need deleting in your cloud console."
+        )
+    return "\n".join(lines)
+
+
+def delete_pvcs(ctx: Ctx) -> Done | Ask | Wait:
+    done = ctx.facts.get("pvcs_deleted")
+    if done is not None:
+        return Done(done)
+    pvcs, pvs = list_volumes(ctx)
+    current = {p["name"] for p in pvcs}
+    cp = ctx.upgrade.latest_checkpoint("pvc_list")
+    started = ctx.facts.get("pvc_delete_started")
+    if cp is None or cp.decision != APPROVED:
+        if not pvcs:
+            return Done("no Pulsar V2 PVCs were left to delete")
+        return Ask("pvc_list", {"release": ctx.release, "namespace": ctx.namespace, "pvcs": pvcs, "pvs": pvs})
+    approved = {p["name"] for p in cp.target["pvcs"]}
+    extra = current - approved
+    if extra and not started:
+        return Ask(
+            "pvc_list",
+            {"release": ctx.release, "namespace": ctx.namespace, "pvcs": pvcs, "pvs": pvs},
+            note="The PVC list changed since it was approved: nothing was deleted. Please check the new list.",
+        )
+    if not started:
+        ctx.set_facts(pvc_delete_started=time.time())
+    for name in sorted(current & approved):
+        ctx.kube.delete_pvc(ctx.namespace, name)
+    return _after_delete(ctx, cp.target, current & approved, extra)
+
+
+def _after_delete(ctx: Ctx, target: JSON, remaining: set[str], extra: set[str]) -> Done | Ask | Wait:
+    still = [n for n in sorted(remaining) if ctx.kube.get_pvc(ctx.namespace, n) is not None]
+    if still:
+        deadline = ctx.facts["pvc_delete_started"] + ctx.limits.pvc_gone_timeout
+        if time.time() > deadline:
+            raise StepError(
+                f"these PVCs are still terminating after {ctx.limits.pvc_gone_timeout:g}s: {', '.join(still)}",
+                "A pod may still mount them (kubernetes.io/pvc-protection). Check `kubectl get pods` in the "
+                "namespace, then Retry.",
+            )
+        return Wait(min(1.0, ctx.settings.poll_interval_seconds), f"waiting for {len(still)} PVCs to go")
+    approved = {p["name"] for p in target["pvcs"]}
+    uids = {p["name"]: p.get("uid") for p in target["pvcs"]}
+    deleted_pvs, gone = [], []
+    for pv in target.get("pvs", []):
+        live = ctx.kube.get_pv(pv["name"])
+        if live is None:
+            gone.append(pv["name"])
+            continue
+        claim = describe_pv(live)
+        ours = claim["claim_namespace"] == ctx.namespace and claim["claim_name"] in approved
+        if not ours or (uids.get(claim["claim_name"]) and claim["claim_uid"] != uids[claim["claim_name"]]):
+            continue
+        if ctx.kube.delete_pv(pv["name"]):
+            deleted_pvs.append(pv["name"])
+        else:
+            gone.append(pv["name"])
+    if extra:
+        pvcs, pvs = list_volumes(ctx)
+        pvcs = [p for p in pvcs if p["name"] in extra]
+        ctx.set_facts(pvc_delete_started=None)
+        return Ask(
+            "pvc_list",
+            {"release": ctx.release, "namespace": ctx.namespace, "pvcs": pvcs, "pvs": pvs},
+            note="New Pulsar V2 PVCs appeared while deleting; the approved ones are gone. Approve these too?",
+        )
+    summary = f"deleted {len(approved)} PVCs and {len(deleted_pvs)} PVs" + (
+        f" ({len(gone)} PVs were already gone with their PVC)" if gone else ""
+    )
+    ctx.set_facts(pvcs_deleted=summary)
+    ctx.say("pvcs_deleted", f"🗑️ Pulsar V2 volumes: {summary}.")
+    return Done(summary)

@@ -1,0 +1,169 @@
+"""The Slack edge: the slash command and the buttons, registered on a Bolt ``AsyncApp``.
+
+Every listener acks first (Slack wants an answer within three seconds, whatever the cluster
+is doing), then authorizes, records in Redis and schedules the runner. Nothing here talks to
+Kubernetes, helm or Milvus. Answers to the person alone go through ``respond`` (the
+interaction's response_url, ephemeral). Unexpected errors are logged and answered with a
+short sentence: no stack trace ever reaches Slack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from handlers.auth import Authorizer
+from handlers.commands import COMMAND, HELP, HelpCommand, StartCommand, UsageError, parse
+from state import decisions
+from state.model import Upgrade
+from state.store import NotFound, UpgradeStore
+
+log = logging.getLogger(__name__)
+SORRY = "Something went wrong on my side; nothing was changed. The bot's logs have the details."
+
+
+class Scheduler(Protocol):
+    def schedule(self, upgrade_id: str, delay: float = 0.0) -> None: ...
+
+
+@dataclass
+class Deps:
+    store: UpgradeStore
+    runner: Scheduler
+    authorizer: Authorizer
+    second_approver: bool
+
+
+def _guarded(
+    fn: Callable[..., Awaitable[None]],
+) -> Callable[..., Awaitable[None]]:
+    """Run a listener body; any exception becomes a log line and a one-sentence ephemeral answer."""
+
+    @functools.wraps(fn)  # Bolt injects arguments by the names of the wrapped function
+    async def wrapper(respond: AsyncRespond, **kwargs: Any) -> None:
+        try:
+            await fn(respond=respond, **kwargs)
+        except Exception:
+            log.exception("listener %s failed", fn.__name__)
+            try:
+                await respond(text=SORRY, response_type="ephemeral", replace_original=False)
+            except Exception:
+                log.exception("could not tell the user")
+
+    return wrapper
+
+
+def register(app: AsyncApp, deps: Deps) -> None:
+    app.command(COMMAND)(_command_listener(deps))
+    for action_id in ("upgrade_approve", "upgrade_abort", "upgrade_retry"):
+        app.action(action_id)(_guarded(_button_listener(deps)))
+
+
+def _command_listener(deps: Deps) -> Callable[..., Awaitable[None]]:
+    async def start(respond: AsyncRespond, command: dict[str, Any], client: AsyncWebClient, cmd: StartCommand) -> None:
+        user, channel = command["user_id"], command["channel_id"]
+        decision = await deps.authorizer.check(client, user)
+        if not decision.allowed:
+            await respond(text=f"Not started: {decision.reason}", response_type="ephemeral")
+            return
+        upgrade = Upgrade(
+            id=Upgrade.new_id(),
+            release=cmd.release,
+            namespace=cmd.namespace,
+            channel=channel,
+            started_by=user,
+            mode=cmd.mode,
+            dry_run=cmd.dry_run,
+            response_url=command.get("response_url"),
+        )
+        holder = await asyncio.to_thread(deps.store.create, upgrade)
+        if holder is not None:
+            await respond(text=_already_running(deps.store, holder, cmd), response_type="ephemeral")
+            return
+        await asyncio.to_thread(deps.store.audit, upgrade.id, "requested", user=user, text=command.get("text"))
+        log.info("upgrade requested", extra={"upgrade_id": upgrade.id, "release": cmd.release, "user": user})
+        await asyncio.to_thread(deps.runner.schedule, upgrade.id)
+
+    @_guarded
+    async def on_command(respond: AsyncRespond, ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient) -> None:
+        try:
+            cmd = parse(command.get("text", ""))
+        except UsageError as err:
+            await ack(text=str(err))
+            return
+        if isinstance(cmd, HelpCommand):
+            await ack(text=HELP)
+            return
+        await ack(text=f"Checking `{cmd.release}` in namespace `{cmd.namespace}`…")
+        await start(respond=respond, command=command, client=client, cmd=cmd)
+
+    return on_command
+
+
+def _button_listener(deps: Deps) -> Callable[..., Awaitable[None]]:
+    async def on_button(
+        respond: AsyncRespond,
+        ack: AsyncAck,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        client: AsyncWebClient,
+    ) -> None:
+        await ack()
+        user = body.get("user", {}).get("id", "")
+        decision = await deps.authorizer.check(client, user)
+        if not decision.allowed:
+            await respond(text=f"Nothing changed: {decision.reason}", response_type="ephemeral", replace_original=False)
+            return
+        try:
+            value = json.loads(action.get("value") or "{}")
+            upgrade_id = str(value["u"])
+        except (ValueError, KeyError, TypeError):
+            await respond(text="That button is not one of mine.", response_type="ephemeral", replace_original=False)
+            return
+        change = _change_for(action.get("action_id", ""), value, user, deps.second_approver)
+        try:
+            _, problem = await asyncio.to_thread(deps.store.update, upgrade_id, change)
+        except NotFound:
+            problem = "I have no record of that upgrade."
+        if problem:
+            await respond(text=f"Nothing changed: {problem}", response_type="ephemeral", replace_original=False)
+            return
+        await asyncio.to_thread(deps.store.audit, upgrade_id, action.get("action_id", ""), user=user, value=value)
+        await asyncio.to_thread(deps.runner.schedule, upgrade_id)
+
+    return on_button
+
+
+def _change_for(action_id: str, value: dict[str, Any], user: str, second: bool) -> Callable[[Upgrade], str | None]:
+    checkpoint = value.get("c")
+    step = str(value.get("s", ""))
+
+    def change(upgrade: Upgrade) -> str | None:
+        if action_id == "upgrade_retry":
+            return decisions.request_retry(upgrade, step, user)
+        if checkpoint is None and action_id == "upgrade_abort":
+            return decisions.request_abort(upgrade, user)
+        if checkpoint is None:
+            return "That button is not one of mine."
+        return decisions.decide(upgrade, str(checkpoint), user, action_id == "upgrade_approve", second)
+
+    return change
+
+
+def _already_running(store: UpgradeStore, holder: str, cmd: StartCommand) -> str:
+    other = store.find(holder)
+    where = ""
+    if other is not None and other.root_ts:
+        where = f" (started by <@{other.started_by}>, see its thread in <#{other.channel}>)"
+    return (
+        f"Not started: an upgrade of `{cmd.release}` in `{cmd.namespace}` is already running{where}. "
+        "One upgrade per release at a time."
+    )

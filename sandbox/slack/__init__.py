@@ -1,0 +1,23 @@
+"""Slack simulator: the Web API the bot calls, and a client that calls the bot like Slack does.
+
+``SlackSim`` serves the Web API methods the bot uses (plus file upload URLs and response_urls)
+over real HTTP, as strictly as Slack; ``SlackClient`` sends signed slash commands and button clicks
+to the bot's endpoint. See ``server``, ``api``, ``blocks`` and ``client`` for the exact behaviour.
+"""
+
+from __future__ import annotations
+
+from sandbox.slack.client import AckTimeoutError, SlackClient
+from sandbox.slack.model import ApiCall, Ephemeral, Message, ResponseUrlPost, UploadedFile
+from sandbox.slack.server import SlackSim
+
+__all__ = [
+    "AckTimeoutError",
+    "ApiCall",
+    "Ephemeral",
+    "Message",
+    "ResponseUrlPost",
+    "SlackClient",
+    "SlackSim",
+    "UploadedFile",
+]

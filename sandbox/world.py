@@ -1,0 +1,214 @@
+"""A whole simulated world for the tests and the demo: cluster, helm, Milvus and Slack.
+
+``World`` starts the Kubernetes API server with its controllers, a Slack Web API, and for
+each Milvus release a Milvus HTTP simulator reachable through the API server's service proxy
+at ``<release>-milvus`` (ports 9091 and 19530), exactly where the bot looks for it. Releases
+are installed with the helm simulator, so their storage Secrets, objects and PVCs are what
+real helm and a real cluster would hold.
+
+The default scenario (``seed_default``) is the one the README's demo rehearses:
+- ``default/my-release``: chart 4.2.40 (Milvus 2.5.10), cluster mode, Pulsar V2, three
+  databases with collections and unflushed writes;
+- ``default/other-release``: another Milvus with its own Pulsar V2 (must stay untouched);
+- ``staging/my-release``: a same-named release in another namespace (must stay untouched).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from sandbox.helm import cli as helm_cli
+from sandbox.kube.controllers import ClusterSim
+from sandbox.kube.server import KubeApiServer
+from sandbox.kube.store import Store
+from sandbox.milvus import MilvusSim
+from sandbox.slack import SlackSim
+
+CHANNEL = "C0UPGRADE"
+OPERATOR = "U0ALICE"  # listed in BOT_OPERATORS by user id
+GROUP_OPERATOR = "U0BOB"  # an operator through the user group S0OPS
+GROUP = "S0OPS"
+STRANGER = "U0MALLORY"  # not an operator
+SIGNING_SECRET = "sandbox-signing-secret-0123456789"
+BOT_TOKEN = "xoxb-sandbox-0000-bot-token"
+REPO_URL = "https://zilliztech.github.io/milvus-helm"
+
+PULSAR_V2 = {"pulsar": {"enabled": True}, "pulsarv3": {"enabled": False}}
+SMALL = {"etcd": {"replicaCount": 1}, "minio": {"mode": "standalone"}}
+
+
+@dataclass
+class Release:
+    name: str
+    namespace: str
+    milvus: MilvusSim
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+class HelmFailed(RuntimeError):
+    pass
+
+
+class World:
+    def __init__(
+        self,
+        workdir: str | None = None,
+        *,
+        pod_ready_seconds: float = 0.05,
+        flush_polls: int = 2,
+        reclaim_policy: str = "Delete",
+    ) -> None:
+        self.workdir = workdir or tempfile.mkdtemp(prefix="mpub-world-")
+        self.store = Store()
+        self.kube = KubeApiServer(self.store)
+        self.cluster = ClusterSim(self.store, pod_ready_seconds=pod_ready_seconds, reclaim_policy=reclaim_policy)
+        self.slack = SlackSim(bot_token=BOT_TOKEN)
+        self.flush_polls = flush_polls
+        self.releases: dict[tuple[str, str], Release] = {}
+        self.kubeconfig = os.path.join(self.workdir, "kubeconfig")
+        self._repo_added = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> World:
+        self.kube.start()
+        self.kube.write_kubeconfig(self.kubeconfig)
+        os.chmod(self.kubeconfig, 0o600)
+        self.cluster.start()
+        self.slack.start()
+        self.slack.add_user(OPERATOR, "alice")
+        self.slack.add_user(GROUP_OPERATOR, "bob")
+        self.slack.add_user(STRANGER, "mallory")
+        self.slack.add_usergroup(GROUP, "milvus-oncall", [GROUP_OPERATOR])
+        self.slack.add_channel(CHANNEL, "milvus-ops")
+        return self
+
+    def stop(self) -> None:
+        for release in self.releases.values():
+            release.milvus.stop()
+        self.slack.stop()
+        self.cluster.stop()
+        self.kube.stop()
+
+    def __enter__(self) -> World:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ helm
+    @property
+    def helm_env(self) -> dict[str, str]:
+        return {
+            "KUBECONFIG": self.kubeconfig,
+            "HELM_CONFIG_HOME": os.path.join(self.workdir, "helm-config"),
+            "HELM_CACHE_HOME": os.path.join(self.workdir, "helm-cache"),
+            "HELM_DATA_HOME": os.path.join(self.workdir, "helm-data"),
+            "HOME": self.workdir,
+            "PATH": os.environ.get("PATH", ""),
+        }
+
+    @property
+    def helm_bin(self) -> str:
+        return os.path.join(os.path.dirname(sys.executable), "sandbox-helm")
+
+    def helm(self, *argv: str) -> str:
+        code, out, err = helm_cli.run(list(argv), self.helm_env)
+        if code != 0:
+            raise HelmFailed(f"helm {' '.join(argv)}: {err.strip()}")
+        return out
+
+    def install(
+        self,
+        name: str,
+        namespace: str = "default",
+        values: dict[str, Any] | None = None,
+        chart_version: str = "4.2.40",
+    ) -> Release:
+        """Install a Milvus release with the helm simulator and give it a Milvus HTTP simulator."""
+        if not self._repo_added:
+            self.helm("repo", "add", "zilliztech", REPO_URL)
+            self._repo_added = True
+        self.store.ensure_namespace(namespace)
+        values = values if values is not None else {**PULSAR_V2, **SMALL}
+        path = os.path.join(self.workdir, f"values-{namespace}-{name}.yaml")
+        with open(path, "w", encoding="utf-8") as fh:
+            yaml.safe_dump(values, fh)
+        self.helm("install", name, "zilliztech/milvus", "--version", chart_version, "-f", path, "-n", namespace)
+        key = (namespace, name)
+        if key not in self.releases:
+            milvus = MilvusSim(flush_polls=self.flush_polls).start()
+            self.kube.register_service_backend(namespace, f"{name}-milvus", 9091, milvus.mgmt_url)
+            self.kube.register_service_backend(namespace, f"{name}-milvus", 19530, milvus.rest_url)
+            self.releases[key] = Release(name, namespace, milvus, values)
+        return self.releases[key]
+
+    def milvus(self, name: str, namespace: str = "default") -> MilvusSim:
+        return self.releases[(namespace, name)].milvus
+
+    def settle(self, timeout: float = 30.0) -> None:
+        self.cluster.settle(timeout)
+
+    def seed_default(self) -> None:
+        main = self.install("my-release", values={**PULSAR_V2, **SMALL, "cluster": {"enabled": True}})
+        seed_data(main.milvus)
+        other = self.install("other-release")
+        other.milvus.add_collection("default", "logs", segments=1)
+        staging = self.install("my-release", "staging")
+        staging.milvus.add_collection("default", "books", segments=1)
+        self.settle()
+
+    # ------------------------------------------------------------------ views of the cluster
+    def pvcs(self, namespace: str | None = None, selector: str | None = None) -> list[str]:
+        return sorted(
+            f"{p['metadata']['namespace']}/{p['metadata']['name']}"
+            for p in self.store.list("persistentvolumeclaims", namespace, label_selector=selector)
+            if not p["metadata"].get("deletionTimestamp")
+        )
+
+    def pvs(self) -> list[str]:
+        return sorted(p["metadata"]["name"] for p in self.store.list("persistentvolumes"))
+
+    def pods(self, namespace: str | None = None, selector: str | None = None) -> list[dict[str, Any]]:
+        return self.store.list("pods", namespace, label_selector=selector)
+
+    def bot_env(self, redis_url: str, port: int, **overrides: str) -> dict[str, str]:
+        """The environment for ``milvus-pulsar-upgrade-bot serve`` against this world."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MILVUS_", "BOT_"))}
+        env.update(self.helm_env)
+        env.update(
+            {
+                "SLACK_BOT_TOKEN": BOT_TOKEN,
+                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                "SLACK_API_URL": self.slack.api_url,
+                "REDIS_URL": redis_url,
+                "KUBECONFIG": self.kubeconfig,
+                "HELM_BIN": self.helm_bin,
+                "BOT_OPERATORS": f"{OPERATOR},{GROUP}",
+                "POLL_INTERVAL_SECONDS": "0.2",
+                "PORT": str(port),
+                "UPGRADE_PODS_TIMEOUT_SECONDS": "60",
+                "UPGRADE_FLUSH_TIMEOUT_SECONDS": "30",
+            }
+        )
+        env.update(overrides)
+        return env
+
+
+def seed_data(milvus: MilvusSim) -> None:
+    """Three databases, collections with flushed and growing segments, like a busy Milvus."""
+    milvus.add_collection("default", "products", segments=3)
+    milvus.add_collection("default", "empty_collection", segments=0)
+    milvus.add_database("analytics")
+    milvus.add_collection("analytics", "events", segments=2)
+    milvus.add_collection("analytics", "sessions", segments=1)
+    milvus.add_database("search")
+    milvus.add_collection("search", "documents", segments=2)
+    milvus.insert("default", "products", 500)
+    milvus.insert("analytics", "events", 250)
+    milvus.insert("search", "documents", 100)

@@ -1,0 +1,70 @@
+"""Recording a person's decision on a checkpoint (pure functions of the upgrade record).
+
+Used inside ``UpgradeStore.update`` so that the check ("is this checkpoint still open? may
+this person decide it?") and the write happen in one atomic step: two people clicking at once
+cannot both decide, and a stale button (an older checkpoint, an ended upgrade) changes nothing.
+Each function returns ``None`` when the decision was recorded, or the explanation to show.
+"""
+
+from __future__ import annotations
+
+from state.model import (
+    ABORTED,
+    ACTIVE,
+    APPROVED,
+    BLOCKED,
+    ERROR,
+    REJECTED,
+    RUNNING,
+    Upgrade,
+    now,
+)
+
+DESTRUCTIVE = {"flush_done", "pvc_list", "reinstall", "restore"}
+
+
+def _who(user: str) -> str:
+    return f"<@{user}>"
+
+
+def decide(upgrade: Upgrade, checkpoint_id: str, user: str, approve: bool, second_approver: bool) -> str | None:
+    cp = upgrade.checkpoint(checkpoint_id)
+    if cp is None:
+        return "That checkpoint no longer exists."
+    if not cp.open:
+        by = f" by {_who(cp.decided_by)}" if cp.decided_by else ""
+        return f"This checkpoint was already {cp.decision}{by}."
+    if upgrade.ended and cp.kind != "restore":
+        return f"This upgrade has already {upgrade.state}."
+    if approve and second_approver and cp.kind in DESTRUCTIVE and user == upgrade.started_by:
+        return "You started this upgrade, so another operator must approve its destructive steps."
+    cp.decision = APPROVED if approve else REJECTED
+    cp.decided_by = user
+    cp.decided_at = now()
+    return None
+
+
+def request_retry(upgrade: Upgrade, step: str, user: str) -> str | None:
+    if upgrade.ended:
+        return f"This upgrade has already {upgrade.state}."
+    state = upgrade.steps.get(step)
+    if upgrade.state != BLOCKED or state is None or state.status != ERROR or upgrade.step != step:
+        return "There is nothing to retry: that step is no longer in error."
+    state.status = RUNNING
+    state.error = None
+    upgrade.state = ACTIVE
+    upgrade.facts.setdefault("retries", []).append({"step": step, "by": user, "at": now()})
+    return None
+
+
+def request_abort(upgrade: Upgrade, user: str) -> str | None:
+    """Abort from an error message (checkpoint aborts go through ``decide``)."""
+    if upgrade.ended:
+        return f"This upgrade has already {upgrade.state}."
+    if upgrade.state != BLOCKED:
+        return "The upgrade is not stopped on an error; use Abort on its open checkpoint."
+    upgrade.facts["abort_requested"] = {"by": user, "at": now()}
+    return None
+
+
+__all__ = ["ABORTED", "decide", "request_abort", "request_retry"]

@@ -1,0 +1,41 @@
+"""Every Redis key the bot uses, in one place (one prefix, one comment each).
+
+All keys share the ``mpub:`` prefix so the bot can share a Redis with other tools and an
+operator can find everything with ``SCAN MATCH mpub:*``.
+"""
+
+from __future__ import annotations
+
+PREFIX = "mpub:"
+
+
+def upgrade(upgrade_id: str) -> str:
+    """String: the upgrade record as JSON (state, steps, checkpoints, approvals, saved values)."""
+    return f"{PREFIX}upgrade:{upgrade_id}"
+
+
+def active(namespace: str, release: str) -> str:
+    """String: the id of the one upgrade of this release that is not finished (the per-release lock)."""
+    return f"{PREFIX}active:{namespace}/{release}"
+
+
+UPGRADES = f"{PREFIX}upgrades"
+"""Sorted set: every upgrade id, scored by its start time (newest last)."""
+
+ACTIVE_SET = f"{PREFIX}upgrades:active"
+"""Set: ids of upgrades that have not ended; the runner resumes them after a restart."""
+
+
+def audit(upgrade_id: str) -> str:
+    """List: the audit trail of one upgrade, one JSON event per entry (who did what, when)."""
+    return f"{PREFIX}audit:{upgrade_id}"
+
+
+RUNNER_LEASE = f"{PREFIX}runner:lease"
+"""String with a TTL: the instance id of the one process allowed to run steps (one active runner per Redis)."""
+
+JOBS = f"{PREFIX}apscheduler:jobs"
+"""Hash: APScheduler's RedisJobStore jobs (pickled job state)."""
+
+RUN_TIMES = f"{PREFIX}apscheduler:run_times"
+"""Sorted set: APScheduler's RedisJobStore next run times."""
