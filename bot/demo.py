@@ -1,0 +1,167 @@
+"""``milvus-pulsar-upgrade-bot demo``: the offline rehearsal.
+
+Starts a private redis-server, the sandbox world (Kubernetes API + controllers, helm, Milvus,
+Slack) and the real bot (``serve``, as a subprocess), then plays an on-call engineer in
+Slack: types the slash command, prints the thread as it grows, clicks Approve at each
+checkpoint (or asks on the terminal with ``--interactive``), and prints the cluster before
+and after. Everything it started is stopped at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+from sandbox.botproc import BotProcess
+from sandbox.redis_server import RedisServer, free_port
+from sandbox.slack import SlackClient
+from sandbox.slack.blocks import render_blocks
+from sandbox.slack.model import Message
+from sandbox.world import CHANNEL, OPERATOR, SIGNING_SECRET, World
+
+RELEASE, NAMESPACE = "my-release", "default"
+OUTCOMES = ("succeeded", "failed", "aborted")
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def cluster_picture(world: World, title: str) -> None:
+    _say(f"\n=== {title} ===")
+    pods = world.pods(NAMESPACE)
+    mine = [p for p in pods if RELEASE in p["metadata"]["name"]]
+    ready = sum(
+        1
+        for p in mine
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+    )
+    _say(f"pods of {NAMESPACE}/{RELEASE}: {len(mine)} ({ready} Ready)")
+    for group, selector in [
+        ("Pulsar V2 PVCs (app=pulsar)", f"app=pulsar,release={RELEASE}"),
+        ("Pulsar V3 PVCs (app=pulsarv3)", f"app=pulsarv3,release={RELEASE}"),
+        ("etcd PVCs", f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/name=etcd"),
+    ]:
+        names = world.pvcs(NAMESPACE, selector)
+        _say(f"{group}: {len(names)}")
+        for name in names:
+            _say(f"    {name}")
+    others = world.pvcs(None, "app=pulsar")
+    others = [n for n in others if not n.startswith(f"{NAMESPACE}/{RELEASE}-")]
+    _say(f"other releases' Pulsar V2 PVCs (must not change): {len(others)}")
+    _say(f"PersistentVolumes in the cluster: {len(world.pvs())}")
+
+
+class ThreadPrinter:
+    """Prints new thread messages and changes of the root message's status line."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.seen: dict[str, int] = {}
+        self.root_status = ""
+
+    def root(self) -> Message | None:
+        messages = self.world.slack.messages(CHANNEL)
+        return messages[0] if messages else None
+
+    def poll(self) -> Message | None:
+        root = self.root()
+        if root is None:
+            return None
+        status = root.text.split(": ", 1)[-1]
+        if status != self.root_status:
+            self.root_status = status
+            _say(f"\n[root message] {root.text}")
+        for msg in self.world.slack.thread(CHANNEL, root.ts)[1:]:
+            if self.seen.get(msg.ts) == msg.edit_count:
+                continue
+            tag = "updated" if msg.ts in self.seen else "new"
+            self.seen[msg.ts] = msg.edit_count
+            body = render_blocks(msg.blocks) if msg.blocks else msg.text.splitlines()
+            body += [f"[file {f['name']}: {f['title']}]" for f in msg.files]
+            _say(f"\n  └ [{tag}] " + "\n    ".join(body))
+        return root
+
+
+def open_checkpoint(world: World, root: Message) -> Message | None:
+    for msg in reversed(world.slack.thread(CHANNEL, root.ts)[1:]):
+        for block in msg.blocks:
+            if block.get("type") == "actions":
+                ids = {e.get("action_id") for e in block.get("elements", [])}
+                if "upgrade_approve" in ids or "upgrade_retry" in ids:
+                    return msg
+    return None
+
+
+def _choose(msg: Message, interactive: bool) -> str:
+    ids = {e.get("action_id") for b in msg.blocks if b.get("type") == "actions" for e in b.get("elements", [])}
+    default = "upgrade_approve" if "upgrade_approve" in ids else "upgrade_retry"
+    if not interactive:
+        return default
+    answer = input(f"\n>>> Click which button? [{'a'}]pprove/retry, a[b]ort (default {default}): ").strip().lower()
+    return "upgrade_abort" if answer in ("b", "abort") else default
+
+
+def play(world: World, client: SlackClient, interactive: bool, timeout: float = 300.0) -> str:
+    printer = ThreadPrinter(world)
+    _say(f"\n>>> @alice types: /milvus-pulsar-upgrade start {RELEASE}")
+    resp = client.slash(OPERATOR, CHANNEL, "/milvus-pulsar-upgrade", f"start {RELEASE}")
+    _say(f"    (bot answered HTTP {resp.status_code}: {resp.text[:200]})")
+    clicked: set[tuple[str, int]] = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        root = printer.poll()
+        if root is not None and any(word in root.text for word in OUTCOMES):
+            return root.text
+        cp = open_checkpoint(world, root) if root is not None else None
+        if cp is not None and (cp.ts, cp.edit_count) not in clicked:
+            clicked.add((cp.ts, cp.edit_count))
+            action = _choose(cp, interactive)
+            _say(f"\n>>> @alice clicks {action}")
+            client.click(OPERATOR, CHANNEL, cp.ts, action)
+            if client.last_confirm:
+                _say(f"    (confirm dialog: {client.last_confirm.get('text', '')})")
+        for eph in world.slack.ephemerals(OPERATOR):
+            key = ("eph", hash(eph.text))
+            if key not in clicked:
+                clicked.add(key)  # type: ignore[arg-type]
+                _say(f"\n  (only @alice sees) {eph.text}")
+        time.sleep(0.1)
+    return "timed out"
+
+
+def run(interactive: bool = False, verbose: bool = False) -> int:
+    workdir = tempfile.mkdtemp(prefix="mpub-demo-")
+    cleanups: list[Callable[[], None]] = []
+    try:
+        _say("Starting the sandbox: Kubernetes API + controllers, helm, Milvus and Slack simulators…")
+        redis_server = RedisServer().start()
+        cleanups.append(redis_server.cleanup)
+        world = World(workdir, pod_ready_seconds=0.2).start()
+        cleanups.append(world.stop)
+        world.seed_default()
+        cluster_picture(world, "Cluster before")
+        bot = BotProcess(world.bot_env(redis_server.url, free_port()), os.path.join(workdir, "bot.log")).start()
+        cleanups.append(bot.stop)
+        _say(f"\nThe bot is serving on {bot.url} (Redis {redis_server.url}, Slack {world.slack.url}).")
+        result = play(world, SlackClient(world.slack, bot.events_url, SIGNING_SECRET), interactive)
+        cluster_picture(world, "Cluster after")
+        _say(f"\nResult: {result}")
+        if verbose:
+            _say("\n=== bot log ===\n" + bot.log())
+        return 0 if "succeeded" in result or "aborted" in result else 1
+    except KeyboardInterrupt:
+        _say("\ninterrupted")
+        return 130
+    finally:
+        for cleanup in reversed(cleanups):
+            with contextlib.suppress(Exception):
+                cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(run())
