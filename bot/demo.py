@@ -112,6 +112,7 @@ def play(world: World, client: SlackClient, interactive: bool, timeout: float = 
     resp = client.slash(OPERATOR, CHANNEL, "/milvus-pulsar-upgrade", f"start {RELEASE}")
     _say(f"    (bot answered HTTP {resp.status_code}: {resp.text[:200]})")
     clicked: set[tuple[str, int]] = set()
+    shown: set[str] = set()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         root = printer.poll()
@@ -126,9 +127,8 @@ def play(world: World, client: SlackClient, interactive: bool, timeout: float = 
             if client.last_confirm:
                 _say(f"    (confirm dialog: {client.last_confirm.get('text', '')})")
         for eph in world.slack.ephemerals(OPERATOR):
-            key = ("eph", hash(eph.text))
-            if key not in clicked:
-                clicked.add(key)  # type: ignore[arg-type]
+            if eph.text not in shown:
+                shown.add(eph.text)
                 _say(f"\n  (only @alice sees) {eph.text}")
         time.sleep(0.1)
     return "timed out"

@@ -69,7 +69,7 @@ class Upgrade:
     dry_run: bool = False
     started_at: float = field(default_factory=now)
     state: str = CHECKING
-    step: str = "preflight"
+    step: str = "detect"
     steps: dict[str, StepState] = field(default_factory=dict)
     checkpoints: list[Checkpoint] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
