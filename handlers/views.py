@@ -84,7 +84,7 @@ def status_line(u: Upgrade) -> str:
     if u.state == FAILED:
         return "Upgrade failed"
     if u.state == ABORTED:
-        return "Upgrade aborted"
+        return "Upgrade aborted; previous release restored" if u.facts.get("restore") else "Upgrade aborted"
     if u.state == CHECKING:
         return "Checking the installation"
     title = STEP_TITLES.get(u.step, u.step)

@@ -194,6 +194,7 @@ class World:
                 "PORT": str(port),
                 "UPGRADE_PODS_TIMEOUT_SECONDS": "60",
                 "UPGRADE_FLUSH_TIMEOUT_SECONDS": "30",
+                "RUNNER_LEASE_SECONDS": "3",
             }
         )
         env.update(overrides)

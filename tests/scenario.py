@@ -45,7 +45,9 @@ class Person:
         found: list[Message] = []
 
         def ready() -> bool:
-            found[:] = [m for m in self.thread()[1:] if _block_id(m, "cp:") and _block_id(m, "cp:").startswith(f"cp:{kind}-")]
+            found[:] = [
+                m for m in self.thread()[1:] if _block_id(m, "cp:") and _block_id(m, "cp:").startswith(f"cp:{kind}-")
+            ]
             if nth is not None:
                 found[:] = [m for m in found if _block_id(m, "cp:") == f"cp:{kind}-{nth}"]
             return bool(found) and has_button(found[-1], "upgrade_approve")
@@ -121,8 +123,5 @@ def _block_id(msg: Message, prefix: str) -> str:
 
 def has_button(msg: Message, action_id: str) -> bool:
     return any(
-        e.get("action_id") == action_id
-        for b in msg.blocks
-        if b.get("type") == "actions"
-        for e in b.get("elements", [])
+        e.get("action_id") == action_id for b in msg.blocks if b.get("type") == "actions" for e in b.get("elements", [])
     )

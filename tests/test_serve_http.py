@@ -24,8 +24,15 @@ from tests.scenario import Person
 
 def _command_body(text: str) -> bytes:
     return urllib.parse.urlencode(
-        {"command": "/milvus-pulsar-upgrade", "text": text, "user_id": "U0ALICE", "channel_id": CHANNEL,
-         "team_id": "T0SANDBOX", "response_url": "http://127.0.0.1:9/nowhere", "trigger_id": "1.2.3"}
+        {
+            "command": "/milvus-pulsar-upgrade",
+            "text": text,
+            "user_id": "U0ALICE",
+            "channel_id": CHANNEL,
+            "team_id": "T0SANDBOX",
+            "response_url": "http://127.0.0.1:9/nowhere",
+            "trigger_id": "1.2.3",
+        }
     ).encode()
 
 

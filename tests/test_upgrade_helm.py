@@ -21,16 +21,16 @@ from sandbox.world import CHANNEL, OPERATOR, World
 from tests.scenario import OUTCOMES, Person, has_button
 
 
-def _first(records: list, predicate) -> float:  # type: ignore[no-untyped-def]
+def _first(records: list, predicate) -> float:
     times = [r.time for r in records if predicate(r)]
     return min(times) if times else float("inf")
 
 
-def _deletes(kube: KubeApiServer) -> list:  # type: ignore[type-arg]
+def _deletes(kube: KubeApiServer) -> list:
     return [r for r in kube.requests if r.method == "DELETE"]
 
 
-def _release_secret(world: World, name: str, namespace: str) -> dict:  # type: ignore[type-arg]
+def _release_secret(world: World, name: str, namespace: str) -> dict:
     secrets = world.store.list("secrets", namespace, label_selector=f"owner=helm,name={name}")
     return {"release": find_release(secrets, name)}
 
@@ -148,7 +148,9 @@ def test_dry_run_changes_nothing(world: World, slack: SlackClient) -> None:
     writes = [
         r
         for r in world.kube.requests
-        if r.method in ("POST", "PUT", "PATCH", "DELETE") and "selfsubjectaccessreviews" not in r.path and "/proxy/v2/vectordb/databases/list" not in r.path
+        if r.method in ("POST", "PUT", "PATCH", "DELETE")
+        and "selfsubjectaccessreviews" not in r.path
+        and "/proxy/v2/vectordb/databases/list" not in r.path
     ]
     assert writes == []
     assert "Plan for `my-release`" in alice.thread()[1].text

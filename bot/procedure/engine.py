@@ -107,7 +107,9 @@ class Engine:
             pvc_gone_timeout=settings.pvc_timeout_seconds,
             pods_timeout=settings.pods_timeout_seconds,
         )
-        self.runner = Runner(store.redis, JOB_REF, on_leader=self.resume_all)
+        self.runner = Runner(
+            store.redis, JOB_REF, on_leader=self.resume_all, lease_seconds=settings.runner_lease_seconds
+        )
         self._guard = threading.Lock()
         self._running: set[str] = set()
         self._again: set[str] = set()

@@ -1,0 +1,224 @@
+"""The Helm path when things go wrong, or people do.
+
+Covers: a PVC appearing after the PVC list was shown makes the bot ask again and delete
+nothing; a Milvus error status fails the flush with its reason and Retry works; abort at the
+PVC list, then "Restore previous release", brings the original release back; an
+unauthorized click changes nothing; the second-approver rule; a preflight refusal (already on
+Pulsar V3, Milvus 2.6 routes gone) ends "failed" with nothing changed; pods that do not turn
+Ready give the not-Ready pods with their events and a Retry that works; a Kubernetes 500 on a
+PVC delete is retried by itself; the bot killed at a checkpoint or mid-wait, and Redis
+restarted, resume the upgrade where it was.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+
+import redis
+
+from bot.cluster.helm import find_release
+from sandbox.botproc import BotProcess
+from sandbox.redis_server import RedisServer
+from sandbox.slack import SlackClient
+from sandbox.slack.blocks import render_blocks
+from sandbox.world import SIGNING_SECRET, STRANGER, World
+from tests.scenario import Person, has_button
+
+
+def _release(world: World, name: str = "my-release", ns: str = "default"):
+    return find_release(world.store.list("secrets", ns, label_selector=f"owner=helm,name={name}"), name)
+
+
+def _to_pvc_list(alice: Person) -> None:
+    alice.type("start my-release")
+    alice.approve("flush_done")
+
+
+def test_new_pvc_after_the_list_was_shown_asks_again(world: World, slack: SlackClient) -> None:
+    alice = Person(world, slack)
+    _to_pvc_list(alice)
+    first = alice.checkpoint("pvc_list")
+    template = copy.deepcopy(
+        world.store.list("persistentvolumeclaims", "default", label_selector="app=pulsar,release=my-release")[0]
+    )
+    extra = {
+        "metadata": {"name": "my-release-pulsar-bookie-journal-extra", "labels": template["metadata"]["labels"]},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    world.store.create("persistentvolumeclaims", extra, namespace="default")
+    world.kube.clear_requests()
+    alice.click(first, "upgrade_approve")
+    second = alice.checkpoint("pvc_list", nth=2)
+    assert "changed since it was approved" in second.text
+    assert "my-release-pulsar-bookie-journal-extra" in second.text
+    assert [r for r in world.kube.requests if r.method == "DELETE"] == []
+    alice.click(second, "upgrade_approve")
+    alice.approve("reinstall")
+    assert alice.outcome() == "succeeded"
+    assert world.pvcs("default", "app=pulsar,release=my-release") == []
+
+
+def test_milvus_error_fails_the_flush_and_retry_works(world: World, slack: SlackClient) -> None:
+    milvus = world.milvus("my-release")
+    milvus.fail_next("persist", db="analytics", reason="channel checkpoint lag too large")
+    alice = Person(world, slack)
+    alice.type("start my-release")
+    error = alice.error_message()
+    assert "channel checkpoint lag too large" in error.text
+    assert "Stopped with an error" in alice.root().text
+    alice.click(error, "upgrade_retry")
+    alice.checkpoint("flush_done")
+    assert not has_button(world.slack.message(error.channel, error.ts), "upgrade_retry")
+    assert "Retry requested by" in world.slack.message(error.channel, error.ts).text
+    alice.approve("flush_done")
+    alice.approve("pvc_list")
+    alice.approve("reinstall")
+    assert alice.outcome() == "succeeded"
+
+
+def test_abort_at_pvc_list_then_restore(world: World, slack: SlackClient) -> None:
+    original = _release(world)
+    pvcs_before = world.pvcs("default", "app=pulsar,release=my-release")
+    alice = Person(world, slack)
+    _to_pvc_list(alice)
+    alice.click(alice.checkpoint("pvc_list"), "upgrade_abort")
+    assert alice.outcome() == "aborted"
+    assert _release(world) is None  # uninstalled, and the volumes are still there
+    assert world.pvcs("default", "app=pulsar,release=my-release") == pvcs_before
+    restore = alice.checkpoint("restore")
+    assert any(
+        e.get("text", {}).get("text") == "Restore previous release"
+        for b in restore.blocks
+        if b.get("type") == "actions"
+        for e in b["elements"]
+    )
+    alice.click(restore, "upgrade_approve")
+    alice.wait(lambda: getattr(_release(world), "status", "") == "deployed", 30, "the release to come back")
+    back = _release(world)
+    assert back.status == "deployed"
+    assert back.config == original.config
+    assert back.chart_version == original.chart_version
+    assert world.pvcs("default", "app=pulsar,release=my-release") == pvcs_before
+    alice.wait(lambda: "restored" in alice.root().text, 15, "the root to say restored")
+    assert "aborted" in alice.root().text and "succeeded" not in alice.root().text
+
+
+def test_unauthorized_click_changes_nothing(world: World, slack: SlackClient, redis_url: str) -> None:
+    alice = Person(world, slack)
+    alice.type("start my-release")
+    cp = alice.checkpoint("flush_done")
+    client = redis.Redis.from_url(redis_url)
+    before = {k: client.get(k) for k in client.keys("mpub:upgrade:*")}
+    world.kube.clear_requests()
+    mallory = alice.as_user(STRANGER)
+    mallory.click(cp, "upgrade_approve")
+    mallory.click(cp, "upgrade_abort")
+    assert "not in BOT_OPERATORS" in mallory.wait_ephemeral("Nothing changed")
+    time.sleep(1.0)
+    assert {k: client.get(k) for k in client.keys("mpub:upgrade:*")} == before
+    assert has_button(world.slack.message(cp.channel, cp.ts), "upgrade_approve")
+    assert [r for r in world.kube.requests if r.method == "DELETE"] == []
+
+
+def test_second_approver_required(world: World, redis_url: str, tmp_path) -> None:
+    from sandbox.redis_server import free_port
+
+    env = world.bot_env(redis_url, free_port(), BOT_REQUIRE_SECOND_APPROVER="true")
+    bot = BotProcess(env, str(tmp_path / "bot.log")).start()
+    try:
+        alice = Person(world, SlackClient(world.slack, bot.events_url, SIGNING_SECRET))
+        alice.type("start my-release")
+        cp = alice.checkpoint("flush_done")
+        alice.click(cp, "upgrade_approve")
+        assert "another operator must approve" in alice.wait_ephemeral("Nothing changed")
+        alice.as_user("U0BOB").click(cp, "upgrade_approve")
+        alice.checkpoint("pvc_list")
+    finally:
+        bot.stop()
+
+
+def test_preflight_refuses_a_release_already_on_pulsar_v3(world: World, slack: SlackClient) -> None:
+    world.install("v3-release", values={"pulsar": {"enabled": False}, "pulsarv3": {"enabled": True}})
+    world.kube.clear_requests()
+    alice = Person(world, slack)
+    alice.type("start v3-release")
+    assert alice.outcome() == "failed"
+    assert "already uses Pulsar V3" in alice.thread()[1].text
+    assert [r for r in world.kube.requests if r.method in ("DELETE", "PUT", "PATCH")] == []
+
+
+def test_preflight_refuses_milvus_without_the_v1_routes(world: World, slack: SlackClient) -> None:
+    world.milvus("my-release").remove_v1_routes()
+    alice = Person(world, slack)
+    alice.type("start my-release")
+    assert alice.outcome() == "failed"
+    assert "Milvus 2.6" in alice.thread()[1].text
+
+
+def test_pods_not_ready_report_and_retry(world: World, redis_url: str, tmp_path) -> None:
+    from sandbox.redis_server import free_port
+
+    env = world.bot_env(redis_url, free_port(), UPGRADE_PODS_TIMEOUT_SECONDS="3")
+    bot = BotProcess(env, str(tmp_path / "bot.log")).start()
+    try:
+        alice = Person(world, SlackClient(world.slack, bot.events_url, SIGNING_SECRET))
+        _to_pvc_list(alice)
+        alice.approve("pvc_list")
+        world.cluster.hold_unready("default", "component=bookie", reason="Readiness probe failed: bookie not up")
+        alice.approve("reinstall")
+        error = alice.error_message()
+        shown = "\n".join(render_blocks(error.blocks))
+        assert "not every pod is Ready" in shown
+        assert "my-release-pulsarv3-bookie-0" in shown
+        assert "bookie not up" in shown
+        world.cluster.release_unready("default", "component=bookie")
+        alice.click(error, "upgrade_retry")
+        assert alice.outcome() == "succeeded"
+    finally:
+        bot.stop()
+
+
+def test_kubernetes_500_on_pvc_delete_is_retried(world: World, slack: SlackClient) -> None:
+    alice = Person(world, slack)
+    _to_pvc_list(alice)
+    world.kube.inject_fault("DELETE", r"/persistentvolumeclaims/", status=500, count=1)
+    alice.approve("pvc_list")
+    alice.approve(
+        "reinstall",
+    )
+    assert alice.outcome() == "succeeded"
+    assert world.pvcs("default", "app=pulsar,release=my-release") == []
+
+
+def test_bot_killed_at_a_checkpoint_and_mid_wait_resumes(world: World, slack: SlackClient, bot: BotProcess) -> None:
+    alice = Person(world, slack)
+    alice.type("start my-release")
+    cp = alice.checkpoint("flush_done")
+    bot.kill()
+    bot.start()
+    alice.click(cp, "upgrade_approve")
+    alice.approve("pvc_list")
+    world.cluster.hold_unready("default", "app.kubernetes.io/name=milvus")
+    alice.approve("reinstall")
+    alice.wait(lambda: "Wait for every pod" in alice.root().text, 30, "the wait step")
+    bot.kill()
+    world.cluster.release_unready("default", "app.kubernetes.io/name=milvus")
+    bot.start()
+    assert alice.outcome() == "succeeded"
+    assert "All " in alice.thread()[-2].text or any("pods are Ready" in m.text for m in alice.thread())
+
+
+def test_redis_restart_at_a_checkpoint(
+    world: World, slack: SlackClient, bot: BotProcess, redis_server: RedisServer
+) -> None:
+    alice = Person(world, slack)
+    alice.type("start my-release")
+    cp = alice.checkpoint("flush_done")
+    redis_server.restart()
+    alice.click(cp, "upgrade_approve")
+    alice.approve("pvc_list")
+    alice.approve("reinstall")
+    assert alice.outcome() == "succeeded"
+    assert os.path.exists(bot.log_path)
