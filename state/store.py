@@ -80,7 +80,7 @@ class UpgradeStore:
         return raw.decode() if isinstance(raw, bytes) else None
 
     def active_ids(self) -> list[str]:
-        return sorted(m.decode() for m in self.redis.smembers(keys.ACTIVE_SET))
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in self.redis.smembers(keys.ACTIVE_SET))
 
     def update(self, upgrade_id: str, change: Callable[[Upgrade], T]) -> tuple[Upgrade, T]:
         """Apply ``change`` to the latest record and store it atomically; retried on concurrent writes."""
@@ -92,7 +92,7 @@ class UpgradeStore:
                     raw = pipe.get(key)
                     if raw is None:
                         raise NotFound(upgrade_id)
-                    upgrade = Upgrade.from_json(raw)  # type: ignore[arg-type]
+                    upgrade = Upgrade.from_json(raw)
                     result = change(upgrade)
                     upgrade.version += 1
                     pipe.multi()

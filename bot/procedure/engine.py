@@ -79,6 +79,12 @@ def run_job(upgrade_id: str) -> None:
     _engine.advance(upgrade_id)
 
 
+def refresh_roots() -> None:
+    """APScheduler interval job: keep elapsed time and downtime current on every active root message."""
+    if _engine is not None:
+        _engine.refresh_active()
+
+
 def steps_for(upgrade: Upgrade) -> list[tuple[str, StepFn]]:
     return HELM_STEPS
 
@@ -137,6 +143,15 @@ class Engine:
         global _engine
         _engine = self
         self.runner.start()
+        self.runner.scheduler.add_job(
+            "bot.procedure.engine:refresh_roots", "interval", seconds=60, id="refresh-roots", replace_existing=True
+        )
+
+    def refresh_active(self) -> None:
+        for upgrade_id in self.store.active_ids():
+            upgrade = self.store.find(upgrade_id)
+            if upgrade is not None and not upgrade.ended:
+                self._refresh_root(upgrade)
 
     def stop(self) -> None:
         self.runner.stop()
