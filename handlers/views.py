@@ -37,7 +37,7 @@ STEP_TITLES = {
     "backup": "Flush again and save the configuration",
     "uninstall": "Stop Milvus (helm uninstall)",
     "delete_pvcs": "Delete the Pulsar V2 volumes",
-    "delete_cr": "Patch and delete the Milvus resource",
+    "delete_cr": "Patch and delete the Milvus resource (Pulsar V2 goes with it)",
     "reinstall": "Reinstall with Pulsar V3",
     "wait": "Wait for every pod to be Ready",
     "verify": "Verify",
@@ -142,16 +142,25 @@ def _confirm(title: str, text: str, confirm: str) -> Block:
 def _destroys(cp: Checkpoint) -> str:
     """What an approval of this checkpoint destroys, in one short sentence (for the confirm dialog)."""
     t = cp.target
+    if cp.kind == "flush_done" and t.get("operator"):
+        return "Writers are stopped. Writes after the flush are lost; the next step saves the Milvus manifest."
     if cp.kind == "flush_done":
         return (
             f"Writers are stopped. Milvus `{t.get('release')}` will be stopped (uninstalled) and its Pulsar V2 "
             "deleted: writes after the flush are lost."
         )
+    if cp.kind == "pvc_list" and t.get("operator"):
+        names = ", ".join(p["name"] for p in t.get("pvcs", []))
+        return f"Patches and deletes the Milvus resource; the operator deletes {len(t.get('pvcs', []))} PVCs: {names}"
     if cp.kind == "pvc_list":
         names = ", ".join(p["name"] for p in t.get("pvcs", []))
         return f"Permanently deletes {len(t.get('pvcs', []))} PVCs and their volumes: {names}"
+    if cp.kind == "reinstall" and t.get("operator"):
+        return f"Creates the Milvus resource `{t.get('release')}` again with Pulsar V3."
     if cp.kind == "reinstall":
         return f"Installs `{t.get('release')}` with chart {t.get('chart')} {t.get('version')} and Pulsar V3."
+    if cp.kind == "restore" and t.get("operator"):
+        return f"Re-creates the Milvus resource `{t.get('release')}` from its saved manifest (Pulsar V2)."
     if cp.kind == "restore":
         return f"Reinstalls `{t.get('release')}` with its original values (Pulsar V2)."
     return "Approve this step."

@@ -63,11 +63,17 @@ class World:
         pod_ready_seconds: float = 0.05,
         flush_polls: int = 2,
         reclaim_policy: str = "Delete",
+        operator_version: str | None = "v1.1.2",
     ) -> None:
         self.workdir = workdir or tempfile.mkdtemp(prefix="mpub-world-")
         self.store = Store()
         self.kube = KubeApiServer(self.store)
-        self.cluster = ClusterSim(self.store, pod_ready_seconds=pod_ready_seconds, reclaim_policy=reclaim_policy)
+        self.cluster = ClusterSim(
+            self.store,
+            pod_ready_seconds=pod_ready_seconds,
+            reclaim_policy=reclaim_policy,
+            operator_version=operator_version,
+        )
         self.slack = SlackSim(bot_token=BOT_TOKEN)
         self.flush_polls = flush_polls
         self.releases: dict[tuple[str, str], Release] = {}
@@ -148,6 +154,27 @@ class World:
             self.releases[key] = Release(name, namespace, milvus, values)
         return self.releases[key]
 
+    def create_milvus_cr(self, name: str, namespace: str = "default", *, pulsar_chart: str = "pulsar-v2") -> Release:
+        """A Milvus managed by milvus-operator (as ``kubectl apply`` of a Milvus resource would create)."""
+        self.store.ensure_namespace(namespace)
+        manifest = milvus_manifest(name, namespace, pulsar_chart)
+        self.store.create("milvuses.milvus.io", manifest, namespace=namespace)
+        key = (namespace, name)
+        if key not in self.releases:
+            milvus = MilvusSim(flush_polls=self.flush_polls).start()
+            self.kube.register_service_backend(namespace, f"{name}-milvus", 9091, milvus.mgmt_url)
+            self.kube.register_service_backend(namespace, f"{name}-milvus", 19530, milvus.rest_url)
+            self.releases[key] = Release(name, namespace, milvus, manifest)
+        return self.releases[key]
+
+    def seed_operator(self) -> None:
+        """``default/my-milvus`` managed by milvus-operator with Pulsar V2, and a neighbour Helm release."""
+        main = self.create_milvus_cr("my-milvus")
+        seed_data(main.milvus)
+        other = self.install("other-release")
+        other.milvus.add_collection("default", "logs", segments=1)
+        self.settle()
+
     def milvus(self, name: str, namespace: str = "default") -> MilvusSim:
         return self.releases[(namespace, name)].milvus
 
@@ -199,6 +226,34 @@ class World:
         )
         env.update(overrides)
         return env
+
+
+def milvus_manifest(name: str, namespace: str, pulsar_chart: str = "pulsar-v2") -> dict[str, Any]:
+    return {
+        "apiVersion": "milvus.io/v1beta1",
+        "kind": "Milvus",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app": "milvus", "team": "search"},
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+        },
+        "spec": {
+            "mode": "cluster",
+            "components": {"image": "milvusdb/milvus:v2.5.10", "proxy": {"replicas": 1}},
+            "config": {"milvus": {"log": {"level": "info"}}},
+            "dependencies": {
+                "etcd": {"inCluster": {"values": {"replicaCount": 1}}},
+                "storage": {"inCluster": {"values": {"mode": "standalone", "replicas": 1}}},
+                "pulsar": {
+                    "inCluster": {
+                        "chartVersion": pulsar_chart,
+                        "values": {"bookkeeper": {"replicaCount": 2}, "zookeeper": {"replicaCount": 1}},
+                    }
+                },
+            },
+        },
+    }
 
 
 def seed_data(milvus: MilvusSim) -> None:

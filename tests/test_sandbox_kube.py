@@ -525,3 +525,35 @@ def test_store_status_subresource_subscribers_and_namespace_deletion() -> None:
     with pytest.raises(ApiError) as err:
         store.get("configmaps", "default", "missing")
     assert err.value.status()["details"] == {"name": "missing", "kind": "configmaps"}
+
+
+def test_watch_resumed_from_a_resource_version_only_replays_its_own_kind(tmp_path: Any) -> None:
+    """Regression: the replayed history must not leak other kinds (StatefulSets, Events) into a pod watch."""
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+    from kubernetes import watch as k8s_watch
+
+    from sandbox.kube.server import KubeApiServer
+
+    with KubeApiServer() as server:
+        api = k8s_config.new_client_from_config(server.write_kubeconfig(str(tmp_path / "kc")))
+        core = k8s.CoreV1Api(api)
+        listed = core.list_namespaced_pod("default").metadata
+        assert listed is not None
+        rv = listed.resource_version
+        core.create_namespaced_config_map(
+            "default", k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="noise"), data={"a": "b"})
+        )
+        core.create_namespaced_pod(
+            "default",
+            k8s.V1Pod(
+                metadata=k8s.V1ObjectMeta(name="p1"),
+                spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="c", image="busybox")]),
+            ),
+        )
+        w = k8s_watch.Watch()
+        kinds = [
+            (e["type"], e["raw_object"].get("kind", "Pod"), e["raw_object"]["metadata"]["name"])
+            for e in w.stream(core.list_namespaced_pod, "default", resource_version=rv, timeout_seconds=1)
+        ]
+        assert kinds == [("ADDED", "Pod", "p1")]

@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 JSON = dict[str, Any]
 
 
+class RawWatch(watch.Watch):
+    """A watch that yields the API's JSON as is: no model validation that could drop an event."""
+
+    def get_return_type(self, func: Callable[..., Any]) -> None:
+        return None
+
+
 class KubeError(Exception):
     """An API call failed; ``status`` is the HTTP code (0 when the server was unreachable)."""
 
@@ -236,7 +243,7 @@ class Kube:
     # --- watches -----------------------------------------------------------------------------
     def watch_pods(self, namespace: str, selector: str, resource_version: str, seconds: int) -> Iterator[JSON]:
         """Yield raw watch events ({type, object}) for up to ``seconds``; ends quietly on a watch error."""
-        w = watch.Watch()
+        w = RawWatch()
         try:
             for event in w.stream(
                 self.core.list_namespaced_pod,
@@ -245,7 +252,7 @@ class Kube:
                 resource_version=resource_version,
                 timeout_seconds=seconds,
             ):
-                yield {"type": event["type"], "object": event["raw_object"]}
+                yield {"type": event["type"], "object": event["object"]}
         except (ApiException, Urllib3Error, OSError, ValueError) as err:
             log.info("pod watch ended early (%s); falling back to polling", err)
             time.sleep(0.1)
@@ -269,3 +276,52 @@ def get_milvus(kube: Kube, namespace: str, name: str) -> JSON | None:
         if err.not_found:
             return None
         raise
+
+
+_MILVUS = ("milvus.io", "v1beta1")
+
+
+def list_deployments_all(kube: Kube, selector: str) -> list[JSON]:
+    """Deployments with ``selector`` in every namespace (to find the milvus-operator)."""
+    return _call("list deployments", kube.apps.list_deployment_for_all_namespaces, label_selector=selector)["items"]
+
+
+def patch_milvus(kube: Kube, namespace: str, name: str, patch: JSON) -> JSON:
+    """Merge-patch (RFC 7386) a Milvus resource."""
+    return _call(
+        "patch milvus", kube.custom.patch_namespaced_custom_object, *_MILVUS, namespace, "milvuses", name, patch
+    )
+
+
+def delete_milvus(kube: Kube, namespace: str, name: str) -> bool:
+    try:
+        _call("delete milvus", kube.custom.delete_namespaced_custom_object, *_MILVUS, namespace, "milvuses", name)
+        return True
+    except KubeError as err:
+        if err.not_found:
+            return False
+        raise
+
+
+def create_milvus(kube: Kube, namespace: str, body: JSON) -> JSON:
+    return _call("create milvus", kube.custom.create_namespaced_custom_object, *_MILVUS, namespace, "milvuses", body)
+
+
+def watch_milvus(kube: Kube, namespace: str, name: str, resource_version: str, seconds: int) -> Iterator[JSON]:
+    """Raw watch events of one Milvus resource after ``resource_version``, for up to ``seconds``."""
+    w = RawWatch()
+    try:
+        for event in w.stream(
+            kube.custom.list_namespaced_custom_object,
+            *_MILVUS,
+            namespace,
+            "milvuses",
+            field_selector=f"metadata.name={name}",
+            resource_version=resource_version,
+            timeout_seconds=seconds,
+        ):
+            yield {"type": event["type"], "object": event["object"]}
+    except (ApiException, Urllib3Error, OSError, ValueError) as err:
+        log.info("milvus watch ended early (%s)", err)
+    finally:
+        w.stop()

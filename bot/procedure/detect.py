@@ -40,10 +40,8 @@ def detect(ctx: Ctx) -> Done:
             "resource?). Say which one to upgrade with `--mode helm` or `--mode operator`."
         )
     mode = requested or ("helm" if release is not None else "operator")
-    if mode == "operator":
-        raise NotStartable(
-            f"{where} is managed by milvus-operator; the operator path is not supported yet. Nothing was started."
-        )
     ctx.record(lambda u: setattr(u, "mode", mode))
+    if mode == "operator":
+        return Done("Milvus resource managed by milvus-operator", {"mode": mode})
     assert release is not None
     return Done(f"Helm release, chart {release.chart_name}-{release.chart_version}", {"mode": mode})

@@ -26,7 +26,7 @@ from bot.cluster.kube import Kube, KubeError
 from bot.cluster.milvus import MilvusClient, MilvusHttpError, base_urls
 from bot.logs import redact
 from bot.notify import Notifier
-from bot.procedure import detect, flush, helm_path, pods, verify, volumes
+from bot.procedure import detect, flush, helm_path, operator_path, pods, verify, volumes
 from bot.procedure.context import Ctx, Limits
 from bot.procedure.outcome import Ask, Done, NotStartable, Outcome, Refusal, StepError, Temporary, Wait
 from bot.settings import Settings, SettingsError
@@ -68,6 +68,16 @@ HELM_STEPS: list[tuple[str, StepFn]] = [
     ("wait", lambda ctx: pods.wait_ready(ctx, "pulsarv3", "wait")),
     ("verify", verify.verify),
 ]
+OPERATOR_STEPS: list[tuple[str, StepFn]] = [
+    ("detect", detect.detect),
+    ("preflight", operator_path.preflight),
+    ("flush", flush.flush),
+    ("backup", operator_path.backup),
+    ("delete_cr", operator_path.delete_cr),
+    ("reinstall", operator_path.reinstall),
+    ("wait", operator_path.wait_healthy),
+    ("verify", verify.verify),
+]
 _engine: Engine | None = None
 
 
@@ -86,7 +96,7 @@ def refresh_roots() -> None:
 
 
 def steps_for(upgrade: Upgrade) -> list[tuple[str, StepFn]]:
-    return HELM_STEPS
+    return OPERATOR_STEPS if upgrade.mode == "operator" else HELM_STEPS
 
 
 def visible_steps(upgrade: Upgrade) -> list[str]:
@@ -285,7 +295,8 @@ class Engine:
         if name == "detect":
             upgrade = self._post_root(upgrade)
         if name == "preflight":
-            self._say(upgrade.id, "plan", helm_path.plan_text(upgrade.facts, upgrade.release, upgrade.namespace))
+            path = operator_path if upgrade.mode == "operator" else helm_path
+            self._say(upgrade.id, "plan", path.plan_text(upgrade.facts, upgrade.release, upgrade.namespace))
         if upgrade.ended:
             self._refresh_root(upgrade)
             self._say(upgrade.id, "end", f"🎉 {views.status_line(upgrade)}. {upgrade.reason}")
@@ -443,6 +454,8 @@ class Engine:
             self.store.update(upgrade.id, lambda u: setattr(u.checkpoint(cp.id), "ts", ts))
 
     def _restore_offer(self, upgrade: Upgrade) -> dict[str, Any] | None:
+        if upgrade.mode == "operator":
+            return self._restore_offer_operator(upgrade)
         if upgrade.saved is None or not upgrade.facts.get("uninstalled") or upgrade.facts.get("pvc_delete_started"):
             return None
         ctx = self._ctx(upgrade)
@@ -460,9 +473,31 @@ class Engine:
             "pvcs": len(pvcs),
         }
 
+    def _restore_offer_operator(self, upgrade: Upgrade) -> dict[str, Any] | None:
+        """After the resource was deleted, offer to re-create the original manifest (Pulsar V2)."""
+        if upgrade.saved is None or not upgrade.facts.get("cr_delete_started"):
+            return None
+        try:
+            from bot.cluster.kube import get_milvus
+
+            if get_milvus(self.kube, upgrade.namespace, upgrade.release) is not None:
+                return None
+        except KubeError:
+            return None
+        return {"release": upgrade.release, "namespace": upgrade.namespace, "operator": True}
+
     @staticmethod
     def _abort_state(upgrade: Upgrade, restorable: bool) -> str:
         cm = upgrade.facts.get("backup_configmap")
+        if upgrade.mode == "operator":
+            if not upgrade.facts.get("cr_delete_started"):
+                return "The Milvus resource was not touched; nothing was deleted."
+            if restorable:
+                return (
+                    f"The Milvus resource is deleted; its manifest is saved in ConfigMap `{cm}` and it can be "
+                    "re-created as it was (Pulsar V2)."
+                )
+            return f"The Milvus resource's manifest is saved in ConfigMap `{cm}`."
         if not upgrade.facts.get("uninstalled"):
             return "Milvus was not stopped; nothing was deleted."
         if restorable:
@@ -478,7 +513,7 @@ class Engine:
             return
         ctx = self._ctx(upgrade)
         try:
-            result = helm_path.restore(ctx)
+            result = (operator_path if upgrade.mode == "operator" else helm_path).restore(ctx)
         except Exception as err:
             error = classify(err)
             self._say(upgrade.id, f"restore_error:{time.time()}", f"⚠️ Restore did not work: {redact(error.reason)}")
@@ -486,6 +521,7 @@ class Engine:
         upgrade, _ = self.store.update(upgrade.id, lambda u: u.facts.__setitem__("restore", result))
         upgrade, _ = self.store.update(upgrade.id, lambda u: setattr(u, "reason", u.reason + f" Restored: {result}."))
         self._say(upgrade.id, "restored", f"↩️ Restored: {result}. The pods are starting.")
+        log.info("restored", extra={"upgrade_id": upgrade.id})
         self._refresh_root(upgrade)
 
     # ------------------------------------------------------------------ Slack
@@ -554,17 +590,42 @@ def classify(err: Exception) -> StepError | NotStartable:
 def checkpoint_body(cp: Checkpoint) -> str:
     t = cp.target
     note = f"*{t['note']}*\n" if t.get("note") else ""
+    if cp.kind == "flush_done" and t.get("operator"):
+        return (
+            f"{note}Flushed every database of `{t['release']}`:\n{flush.flush_text(t.get('flush', {}))}\n"
+            "Approving confirms that *all writers are stopped*, and lets me flush once more and save the Milvus "
+            "resource's manifest; deleting the resource (and Pulsar V2 with it) waits for the next checkpoint."
+        )
     if cp.kind == "flush_done":
         return (
             f"{note}Flushed every database of `{t['release']}`:\n{flush.flush_text(t.get('flush', {}))}\n"
             "Approving confirms that *all writers are stopped*, and lets me flush once more, save the values "
             "and *stop Milvus (helm uninstall) and delete Pulsar V2*."
         )
+    if cp.kind == "pvc_list" and t.get("operator"):
+        return (
+            f"{note}milvus-operator will delete these Pulsar PVCs (labels `app=pulsar,release={t['release']}-pulsar`) "
+            f"in namespace `{t['namespace']}` when the Milvus resource goes; I then delete the PVs left:\n"
+            f"{volumes.volumes_text(t.get('pvcs', []), t.get('pvs', []))}\n"
+            "Approving patches the resource (etcd and MinIO: Retain, PVCs kept; Pulsar: Delete with its PVCs) and "
+            "deletes it. Before that I list the PVCs again; if the list grew, nothing is changed and I ask again."
+        )
     if cp.kind == "pvc_list":
         return (
             f"{note}These PVCs (labels `app=pulsar`) in namespace `{t['namespace']}` and the PVs bound to them "
             f"will be deleted:\n{volumes.volumes_text(t.get('pvcs', []), t.get('pvs', []))}\n"
             "Before deleting, I list them again; if the list differs, nothing is deleted and I ask again."
+        )
+    if cp.kind == "reinstall" and t.get("operator"):
+        diff = "\n".join(t.get("diff", [])) or "(no change)"
+        return (
+            f"{note}Create the Milvus resource `{t['release']}` again from the saved manifest (server-set fields "
+            f"removed), with Pulsar V3. Manifest diff:\n```{diff}```"
+        )
+    if cp.kind == "restore" and t.get("operator"):
+        return (
+            f"The Milvus resource `{t['release']}` is deleted. Restore re-creates it from its saved manifest as it was "
+            "(Pulsar V2, a fresh Pulsar; the flushed data is in object storage)."
         )
     if cp.kind == "reinstall":
         diff = "\n".join(t.get("diff", [])) or "(no change)"

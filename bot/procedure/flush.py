@@ -57,7 +57,8 @@ def flush(ctx: Ctx) -> Done | Ask:
         return Done(_summary(ctx.facts.get("flush", {})))
     summary = run_flush(ctx)
     ctx.set_facts(flush=summary)
-    return Ask("flush_done", {"release": ctx.release, "namespace": ctx.namespace, "flush": summary})
+    target = {"release": ctx.release, "namespace": ctx.namespace, "flush": summary}
+    return Ask("flush_done", {**target, "operator": ctx.upgrade.mode == "operator"})
 
 
 def _summary(summary: dict[str, Any]) -> str:

@@ -56,6 +56,30 @@ def helm_access_checks(namespace: str) -> list[AccessCheck]:
     return checks
 
 
+def operator_access_checks(namespace: str) -> list[AccessCheck]:
+    ns = namespace
+    checks = [
+        AccessCheck(v, "milvuses", ns, "milvus.io") for v in ("get", "list", "watch", "patch", "delete", "create")
+    ]
+    checks += [AccessCheck("list", "deployments", None, "apps")]
+    checks += [AccessCheck(v, "configmaps", ns) for v in ("get", "create", "update")]
+    checks += [AccessCheck(v, "persistentvolumeclaims", ns) for v in ("list", "get")]
+    checks += [AccessCheck(v, "persistentvolumes", None) for v in ("get", "delete")]
+    checks += [AccessCheck(v, "pods", ns) for v in ("list", "watch")]
+    checks += [AccessCheck("get", "services/proxy", ns)]
+    return checks
+
+
+def access_problems(ctx: Ctx, operator: bool = False) -> list[str]:
+    """What a SelfSubjectAccessReview says this identity may not do, in words."""
+    checks = operator_access_checks(ctx.namespace) if operator else helm_access_checks(ctx.namespace)
+    return [
+        f"not allowed to {c.verb} {c.group + '/' if c.group else ''}{c.resource}"
+        + (f" in `{c.namespace}`" if c.namespace else " (cluster-wide)")
+        for c in ctx.kube.denied(checks)
+    ]
+
+
 def chart_target(ctx: Ctx, release: HelmRelease) -> tuple[str | None, str | None]:
     """(version to install, refusal) for the reinstall: the pin, else the chart that ran before."""
     pinned = ctx.settings.helm_chart_version
@@ -133,14 +157,8 @@ def preflight(ctx: Ctx) -> Done:
     if release is None or problems:
         raise Refusal("; ".join(problems))
     databases, milvus_problems = _milvus_checks(ctx)
-    denied = ctx.kube.denied(helm_access_checks(ctx.namespace))
-    access_problems = [
-        f"not allowed to {c.verb} {c.group + '/' if c.group else ''}{c.resource}"
-        + (f" in `{c.namespace}`" if c.namespace else " (cluster-wide)")
-        for c in denied
-    ]
     plan, chart_problems = _chart_checks(ctx, release)
-    problems = milvus_problems + access_problems + chart_problems
+    problems = milvus_problems + access_problems(ctx) + chart_problems
     if problems:
         raise Refusal("; ".join(problems))
     pvcs, pvs = list_volumes(ctx)

@@ -31,7 +31,11 @@ def verify(ctx: Ctx) -> Done:
     if missing:
         raise StepError(f"collections missing after the upgrade: {', '.join(missing)}")
     problems = []
-    if ctx.upgrade.mode != "operator":
+    if ctx.upgrade.mode == "operator":
+        from bot.procedure.operator_path import verify_images
+
+        problems += verify_images(ctx)
+    else:
         if not ctx.kube.list_pvcs(ctx.namespace, pulsar_v3_selector(ctx)):
             problems.append(f"no Pulsar V3 PVCs ({pulsar_v3_selector(ctx)})")
         leftover = ctx.kube.list_pvcs(ctx.namespace, pulsar_v2_selector(ctx))

@@ -90,21 +90,7 @@ def _after_delete(ctx: Ctx, target: JSON, remaining: set[str], extra: set[str]) 
             )
         return Wait(min(1.0, ctx.settings.poll_interval_seconds), f"waiting for {len(still)} PVCs to go")
     approved = {p["name"] for p in target["pvcs"]}
-    uids = {p["name"]: p.get("uid") for p in target["pvcs"]}
-    deleted_pvs, gone = [], []
-    for pv in target.get("pvs", []):
-        live = ctx.kube.get_pv(pv["name"])
-        if live is None:
-            gone.append(pv["name"])
-            continue
-        claim = describe_pv(live)
-        ours = claim["claim_namespace"] == ctx.namespace and claim["claim_name"] in approved
-        if not ours or (uids.get(claim["claim_name"]) and claim["claim_uid"] != uids[claim["claim_name"]]):
-            continue
-        if ctx.kube.delete_pv(pv["name"]):
-            deleted_pvs.append(pv["name"])
-        else:
-            gone.append(pv["name"])
+    deleted_pvs, gone = delete_bound_pvs(ctx, target)
     if extra:
         pvcs, pvs = list_volumes(ctx)
         pvcs = [p for p in pvcs if p["name"] in extra]
@@ -120,3 +106,25 @@ def _after_delete(ctx: Ctx, target: JSON, remaining: set[str], extra: set[str]) 
     ctx.set_facts(pvcs_deleted=summary)
     ctx.say("pvcs_deleted", f"🗑️ Pulsar V2 volumes: {summary}.")
     return Done(summary)
+
+
+def delete_bound_pvs(ctx: Ctx, target: JSON) -> tuple[list[str], list[str]]:
+    """Delete the PVs that were bound to the approved (now deleted) PVCs and still exist.
+
+    A PV is deleted only while its claimRef still names one of those PVCs (namespace, name and,
+    when known, uid); NotFound counts as already gone. Returns (deleted, already gone)."""
+    approved = {p["name"] for p in target["pvcs"]}
+    uids = {p["name"]: p.get("uid") for p in target["pvcs"]}
+    deleted: list[str] = []
+    gone: list[str] = []
+    for pv in target.get("pvs", []):
+        live = ctx.kube.get_pv(pv["name"])
+        if live is None:
+            gone.append(pv["name"])
+            continue
+        claim = describe_pv(live)
+        ours = claim["claim_namespace"] == ctx.namespace and claim["claim_name"] in approved
+        if not ours or (uids.get(claim["claim_name"]) and claim["claim_uid"] != uids[claim["claim_name"]]):
+            continue
+        (deleted if ctx.kube.delete_pv(pv["name"]) else gone).append(pv["name"])
+    return deleted, gone

@@ -582,7 +582,8 @@ class KubeApiServer:
                     stream.last_rv = self.store.resource_version
                 else:
                     stream.last_rv = int(rv_param)
-                    backlog = self.store.history_since(stream.last_rv)
+                    # Only this resource's events: the history holds every kind.
+                    backlog = [e for e in self.store.history_since(stream.last_rv) if e[2] == rt.key]
             except ApiError as exc:
                 backlog, stream.error = [], exc
         try:

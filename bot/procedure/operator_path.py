@@ -1,0 +1,422 @@
+"""The milvus-operator path: patch, delete and re-create the ``Milvus`` resource with Pulsar V3.
+
+Preflight checks the operator is v1.1.2 or newer (its Deployment's image tag and the CR's
+``milvus.io/operator-version`` label; ``v0.5.0-legacy`` means unknown). The CR manifest is
+saved before anything changes. After the "PVC list" approval the dependencies are patched so
+that the operator deletes Pulsar with its PVCs and keeps etcd and MinIO, the patch is read
+back, then the CR is deleted and followed until it is gone. The re-created CR is the saved
+manifest without the server-set fields, with ``pulsar.inCluster.chartVersion: pulsar-v3``
+and ``values: null``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Any
+
+import yaml
+
+from bot.cluster.kube import (
+    KubeError,
+    create_milvus,
+    delete_milvus,
+    get_milvus,
+    list_deployments_all,
+    patch_milvus,
+    watch_milvus,
+)
+from bot.cluster.milvus import MilvusHttpError, MilvusRoutesGone
+from bot.procedure.common import describe_pvc, dig, is_milvus_25, version_tuple
+from bot.procedure.context import Ctx
+from bot.procedure.helm_path import BACKUP_SUFFIX
+from bot.procedure.outcome import Ask, Done, Refusal, StepError, Wait
+from bot.procedure.volumes import delete_bound_pvs, list_volumes, volumes_text
+from state.model import APPROVED, now
+
+JSON = dict[str, Any]
+MIN_OPERATOR = (1, 1, 2)
+LEGACY = "v0.5.0-legacy"
+SERVER_SET = (
+    "annotations",
+    "resourceVersion",
+    "uid",
+    "creationTimestamp",
+    "generation",
+    "managedFields",
+    "finalizers",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "ownerReferences",
+    "selfLink",
+)
+DEPENDENCY_PATCH = {
+    "spec": {
+        "dependencies": {
+            "etcd": {"inCluster": {"deletionPolicy": "Retain", "pvcDeletion": False}},
+            "storage": {"inCluster": {"deletionPolicy": "Retain", "pvcDeletion": False}},
+            "pulsar": {"inCluster": {"deletionPolicy": "Delete", "pvcDeletion": True}},
+        }
+    }
+}
+UPGRADE_OPERATOR = (
+    "Upgrade milvus-operator to v1.1.2 or newer first (e.g. `helm upgrade milvus-operator "
+    "milvus-operator/milvus-operator -n milvus-operator`), then start again."
+)
+
+
+def _tag(image: str) -> str:
+    return image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
+
+
+def operator_versions(ctx: Ctx, cr: JSON) -> tuple[list[str], list[str]]:
+    """(known versions, where they came from) of the operator: Deployment image tags and the CR label."""
+    versions, sources = [], []
+    for deploy in list_deployments_all(ctx.kube, "app.kubernetes.io/name=milvus-operator"):
+        for container in dig(deploy, "spec", "template", "spec", "containers") or []:
+            tag = _tag(container.get("image", ""))
+            if tag and tag[0].lstrip("v")[:1].isdigit():
+                versions.append(tag)
+                sources.append(f"Deployment {deploy['metadata']['namespace']}/{deploy['metadata']['name']}")
+    label = (dig(cr, "metadata", "labels") or {}).get("milvus.io/operator-version")
+    if label and label != LEGACY:
+        versions.append(label)
+        sources.append("the resource's milvus.io/operator-version label")
+    return versions, sources
+
+
+def _operator_problems(ctx: Ctx, cr: JSON) -> list[str]:
+    versions, sources = operator_versions(ctx, cr)
+    if not versions:
+        return [
+            f"the milvus-operator version is unknown (no operator Deployment found, label {LEGACY} or "
+            f"absent). {UPGRADE_OPERATOR}"
+        ]
+    old = [f"{v} ({s})" for v, s in zip(versions, sources, strict=True) if version_tuple(v) < MIN_OPERATOR]
+    if old:
+        return [f"milvus-operator is too old for Pulsar V3: {', '.join(old)}. {UPGRADE_OPERATOR}"]
+    return []
+
+
+def _cr_problems(cr: JSON) -> list[str]:
+    problems = []
+    status = dig(cr, "status", "status")
+    if status != "Healthy":
+        problems.append(f"the Milvus resource's status is `{status}`, not Healthy")
+    image = dig(cr, "spec", "components", "image") or ""
+    version = _tag(image) or "?"
+    if image and not is_milvus_25(version):
+        problems.append(f"it runs Milvus {version}; this procedure is for Milvus 2.5.x")
+    deps = dig(cr, "spec", "dependencies") or {}
+    pulsar = deps.get("pulsar") or {}
+    if deps.get("msgStreamType") not in (None, "", "pulsar"):
+        problems.append(f"its message stream is `{deps.get('msgStreamType')}`, not Pulsar")
+    elif pulsar.get("external"):
+        problems.append("it uses an external Pulsar; only an in-cluster Pulsar V2 is replaced by this procedure")
+    elif (dig(pulsar, "inCluster", "chartVersion") or "pulsar-v2") != "pulsar-v2":
+        problems.append(f"its Pulsar chartVersion is `{dig(pulsar, 'inCluster', 'chartVersion')}` (already V3?)")
+    return problems
+
+
+def kept_selectors(release: str) -> list[str]:
+    return [
+        f"app.kubernetes.io/instance={release}-etcd,app.kubernetes.io/name=etcd",
+        f"app=minio,release={release}-minio",
+    ]
+
+
+def list_kept(ctx: Ctx) -> list[JSON]:
+    out = []
+    for selector in kept_selectors(ctx.release):
+        out += [describe_pvc(p) for p in ctx.kube.list_pvcs(ctx.namespace, selector)]
+    return sorted(out, key=lambda p: p["name"])
+
+
+def preflight(ctx: Ctx) -> Done:
+    from bot.procedure.helm_path import access_problems
+
+    cr = get_milvus(ctx.kube, ctx.namespace, ctx.release)
+    if cr is None:
+        raise Refusal("the Milvus resource is gone")
+    problems = _operator_problems(ctx, cr) + _cr_problems(cr)
+    if problems:
+        raise Refusal("; ".join(problems))
+    client = ctx.milvus_client()
+    try:
+        client.health()
+        databases = {db: sorted(client.list_collections(db)) for db in client.list_databases()}
+    except MilvusRoutesGone as err:
+        raise Refusal(str(err)) from None
+    except MilvusHttpError as err:
+        raise Refusal(f"the Milvus HTTP API does not answer: {err}") from None
+    problems = access_problems(ctx, operator=True)
+    if problems:
+        raise Refusal("; ".join(problems))
+    pvcs, pvs = list_volumes(ctx)
+    kept = list_kept(ctx)
+    image = dig(cr, "spec", "components", "image") or "?"
+    ctx.set_facts(
+        release={"app_version": _tag(image) or image, "operator": operator_versions(ctx, cr)[0]},
+        databases=databases,
+        pvcs=pvcs,
+        pvs=pvs,
+        kept_pvcs=kept,
+    )
+    return Done(
+        f"Milvus {_tag(image)}, operator {', '.join(sorted(set(operator_versions(ctx, cr)[0])))}, "
+        f"{len(databases)} databases, {len(pvcs)} Pulsar V2 PVCs"
+    )
+
+
+def plan_text(facts: JSON, release: str, namespace: str) -> str:
+    dbs = facts.get("databases", {})
+    db_lines = "\n".join(
+        f"• `{db}`: {', '.join(f'`{c}`' for c in colls) or 'no collections'}" for db, colls in dbs.items()
+    )
+    kept = ", ".join(f"`{p['name']}`" for p in facts.get("kept_pvcs", [])) or "none"
+    version = facts.get("release", {}).get("app_version")
+    return (
+        f"*Plan for Milvus resource `{release}` in `{namespace}`* (Milvus {version}, milvus-operator)\n"
+        "1. Flush every database and collection into object storage, then *checkpoint*.\n"
+        f"2. Flush again and save the Milvus manifest (Redis, ConfigMap `{release}{BACKUP_SUFFIX}`, a file here).\n"
+        "3. *Checkpoint* with the exact Pulsar PVCs; then patch the resource (etcd and MinIO: Retain, keep PVCs; "
+        "Pulsar: Delete with its PVCs), delete it and follow it until it is gone; delete the Pulsar PVs left.\n"
+        "4. *Checkpoint*, then create the resource again from the saved manifest with "
+        "`pulsar.inCluster.chartVersion: pulsar-v3`.\n"
+        "5. Wait for status Healthy and every pod Ready, then verify.\n"
+        "⚠️ *Milvus is down from the deletion until the new pods are Ready*.\n"
+        "⚠️ *Every client must stop writing before you approve the first checkpoint*: writes after the flush are lost.\n"
+        f"*Databases and collections*\n{db_lines or '• none'}\n"
+        f"*Volumes the operator will delete*\n{volumes_text(facts.get('pvcs', []), facts.get('pvs', []))}\n"
+        f"*Volumes kept (etcd, MinIO)*: {kept}"
+    )
+
+
+def backup(ctx: Ctx) -> Done:
+    from bot.procedure.flush import flush_text, run_flush
+
+    if ctx.upgrade.saved is None:
+        cr = get_milvus(ctx.kube, ctx.namespace, ctx.release)
+        if cr is None or dig(cr, "metadata", "deletionTimestamp"):
+            raise StepError("the Milvus resource is gone and its manifest was never saved; nothing was deleted")
+        final = run_flush(ctx)
+        ctx.set_facts(final_flush=final)
+        ctx.say("final_flush", f"🔁 Flushed once more before stopping Milvus:\n{flush_text(final)}")
+        cr = get_milvus(ctx.kube, ctx.namespace, ctx.release) or cr
+        saved = {"kind": "milvus-cr", "manifest": cr, "saved_at": now()}
+        ctx.record(lambda u: setattr(u, "saved", saved))
+    saved_record = ctx.upgrade.saved
+    assert saved_record is not None
+    manifest_yaml = yaml.safe_dump(saved_record["manifest"], sort_keys=True)
+    name = f"{ctx.release}{BACKUP_SUFFIX}"
+    ctx.kube.upsert_configmap(
+        ctx.namespace,
+        name,
+        {"milvus.yaml": manifest_yaml, "upgrade-id": ctx.upgrade.id},
+        {"app.kubernetes.io/managed-by": "milvus-pulsar-upgrade-bot", "release": ctx.release},
+    )
+    ctx.set_facts(backup_configmap=name)
+    ctx.upload(
+        "manifest_file",
+        f"{ctx.release}-milvus.yaml",
+        manifest_yaml,
+        f"Milvus resource {ctx.release} before the upgrade",
+        f"💾 Saved the Milvus resource `{ctx.release}` in the upgrade record, in ConfigMap `{name}` and here.",
+    )
+    return Done(f"manifest saved in Redis, ConfigMap `{name}` and the thread")
+
+
+def _patch_took(cr: JSON) -> bool:
+    deps = dig(cr, "spec", "dependencies") or {}
+    for dep, want in DEPENDENCY_PATCH["spec"]["dependencies"].items():
+        have = dig(deps, dep, "inCluster") or {}
+        if any(have.get(k) != v for k, v in want["inCluster"].items()):
+            return False
+    return True
+
+
+def _ask_pvcs(ctx: Ctx, pvcs: list[JSON], pvs: list[JSON], note: str = "") -> Ask:
+    target = {"release": ctx.release, "namespace": ctx.namespace, "pvcs": pvcs, "pvs": pvs, "operator": True}
+    return Ask("pvc_list", target, note=note)
+
+
+def delete_cr(ctx: Ctx) -> Done | Ask | Wait:
+    if ctx.facts.get("cr_deleted"):
+        return Done(ctx.facts["cr_deleted"])
+    cr = get_milvus(ctx.kube, ctx.namespace, ctx.release)
+    if cr is not None and not ctx.facts.get("cr_delete_started"):
+        pvcs, pvs = list_volumes(ctx)
+        cp = ctx.upgrade.latest_checkpoint("pvc_list")
+        if cp is None or cp.decision != APPROVED:
+            return _ask_pvcs(ctx, pvcs, pvs)
+        if {p["name"] for p in pvcs} - {p["name"] for p in cp.target["pvcs"]}:
+            return _ask_pvcs(
+                ctx, pvcs, pvs, "The PVC list changed since it was approved: nothing was changed. Check the new list."
+            )
+        _patch_and_delete(ctx)
+        cr = get_milvus(ctx.kube, ctx.namespace, ctx.release)
+    if cr is not None:
+        return _follow(ctx, cr["metadata"]["resourceVersion"])
+    return _after_gone(ctx)
+
+
+def _patch_and_delete(ctx: Ctx) -> None:
+    patch_milvus(ctx.kube, ctx.namespace, ctx.release, copy.deepcopy(DEPENDENCY_PATCH))
+    back = get_milvus(ctx.kube, ctx.namespace, ctx.release)
+    if back is None or not _patch_took(back):
+        raise StepError("the patch of the dependencies did not take (read back differs); nothing was deleted")
+    ctx.say(
+        "patched", "🩹 Patched the Milvus resource: etcd and MinIO Retain (PVCs kept), Pulsar Delete with its PVCs."
+    )
+    if ctx.upgrade.downtime_started_at is None:
+        ctx.record(lambda u: setattr(u, "downtime_started_at", now()))
+    ctx.set_facts(cr_delete_started=time.time())
+    delete_milvus(ctx.kube, ctx.namespace, ctx.release)
+    ctx.say("cr_deleting", f"⏹️ Deleted the Milvus resource `{ctx.release}`; the operator is tearing it down…")
+
+
+def _follow(ctx: Ctx, resource_version: str) -> Wait:
+    """Watch the CR through Deleting until it is gone (a chunk at a time)."""
+    deadline = ctx.facts["cr_delete_started"] + ctx.limits.pods_timeout
+    if time.time() > deadline:
+        raise StepError(f"the Milvus resource is still being deleted after {ctx.limits.pods_timeout:g}s")
+    if dig(get_milvus(ctx.kube, ctx.namespace, ctx.release), "status", "status") == "Deleting":
+        ctx.say("cr_status_deleting", "… status `Deleting`: the operator is removing Milvus and Pulsar V2.")
+    for event in watch_milvus(ctx.kube, ctx.namespace, ctx.release, resource_version, ctx.limits.watch_chunk):
+        status = dig(event["object"], "status", "status")
+        if status == "Deleting":
+            ctx.say("cr_status_deleting", "… status `Deleting`: the operator is removing Milvus and Pulsar V2.")
+        if event["type"] == "DELETED":
+            ctx.say("cr_gone", "… the Milvus resource is gone.")
+            return Wait(0, "resource gone")
+    return Wait(0, "waiting for the resource to go")
+
+
+def _after_gone(ctx: Ctx) -> Done | Wait:
+    cp = ctx.upgrade.latest_checkpoint("pvc_list")
+    assert cp is not None
+    approved = {p["name"] for p in cp.target["pvcs"]}
+    left = [p["name"] for p in ctx.kube.list_pvcs(ctx.namespace, "") if p["metadata"]["name"] in approved]
+    if left:
+        if time.time() > ctx.facts["cr_delete_started"] + ctx.limits.pvc_gone_timeout:
+            raise StepError(f"the operator did not delete these Pulsar PVCs: {', '.join(left)}")
+        return Wait(min(1.0, ctx.settings.poll_interval_seconds), f"waiting for {len(left)} Pulsar PVCs to go")
+    kept_before = {p["name"]: p["uid"] for p in ctx.facts.get("kept_pvcs", [])}
+    kept_now = {p["name"]: p["uid"] for p in list_kept(ctx)}
+    lost = [n for n, uid in kept_before.items() if kept_now.get(n) != uid]
+    if lost:
+        raise StepError(f"etcd/MinIO PVCs are missing after the deletion: {', '.join(lost)}. Stop and investigate.")
+    deleted_pvs, gone = delete_bound_pvs(ctx, cp.target)
+    summary = (
+        f"resource deleted; the operator deleted {len(approved)} Pulsar PVCs; {len(kept_now)} etcd/MinIO PVCs kept; "
+        f"{len(deleted_pvs)} PVs deleted" + (f" ({len(gone)} already gone)" if gone else "")
+    )
+    ctx.set_facts(cr_deleted=summary)
+    ctx.say("cr_deleted", f"🗑️ {summary}.")
+    return Done(summary)
+
+
+def new_manifest(saved: JSON) -> JSON:
+    """The saved manifest without server-set fields, Pulsar V3, ``values: null``."""
+    manifest = copy.deepcopy(saved)
+    meta = manifest.get("metadata", {})
+    for key in SERVER_SET:
+        meta.pop(key, None)
+    manifest.pop("status", None)
+    deps = manifest.setdefault("spec", {}).setdefault("dependencies", {})
+    pulsar = deps.setdefault("pulsar", {}).setdefault("inCluster", {})
+    pulsar["chartVersion"] = "pulsar-v3"
+    pulsar["values"] = None
+    return manifest
+
+
+def clean_original(saved: JSON) -> JSON:
+    manifest = copy.deepcopy(saved)
+    meta = manifest.get("metadata", {})
+    for key in SERVER_SET:
+        meta.pop(key, None)
+    manifest.pop("status", None)
+    return manifest
+
+
+def manifest_diff(saved: JSON) -> list[str]:
+    from bot.procedure.common import values_diff
+
+    before = clean_original(saved)
+    return values_diff(before, new_manifest(saved))
+
+
+def reinstall(ctx: Ctx) -> Done | Ask:
+    saved = (ctx.upgrade.saved or {}).get("manifest")
+    if saved is None:
+        raise StepError("no saved manifest to re-create the resource from")
+    cr = get_milvus(ctx.kube, ctx.namespace, ctx.release)
+    if cr is not None and not dig(cr, "metadata", "deletionTimestamp"):
+        chart = dig(cr, "spec", "dependencies", "pulsar", "inCluster", "chartVersion")
+        if chart == "pulsar-v3":
+            return Done("resource created with Pulsar V3")
+        raise StepError(f"a Milvus resource `{ctx.release}` exists again, with Pulsar `{chart}`; not overwriting it")
+    cp = ctx.upgrade.latest_checkpoint("reinstall")
+    if cp is None or cp.decision != APPROVED:
+        return Ask(
+            "reinstall",
+            {"release": ctx.release, "namespace": ctx.namespace, "operator": True, "diff": manifest_diff(saved)},
+        )
+    try:
+        create_milvus(ctx.kube, ctx.namespace, new_manifest(saved))
+    except KubeError as err:
+        if err.status != 409:
+            raise
+    ctx.say("recreated", f"▶️ Created the Milvus resource `{ctx.release}` with Pulsar V3. Waiting for it…")
+    return Done("resource created with Pulsar V3")
+
+
+def wait_healthy(ctx: Ctx) -> Done | Wait:
+    from bot.procedure.pods import wait_ready
+
+    outcome = wait_ready(ctx, "pulsar", "wait")
+    if isinstance(outcome, Wait):
+        return outcome
+    cr = get_milvus(ctx.kube, ctx.namespace, ctx.release)
+    status = dig(cr, "status", "status") if cr else None
+    if status != "Healthy":
+        if cr is not None and status == "Unhealthy":
+            conditions = dig(cr, "status", "conditions") or []
+            why = "; ".join(c.get("message", "") for c in conditions if c.get("status") == "False")
+            raise StepError(f"the Milvus resource is Unhealthy: {why or 'no reason given'}")
+        return Wait(ctx.settings.poll_interval_seconds, f"pods Ready, resource `{status}`")
+    return Done(f"Healthy; {outcome.summary}")
+
+
+def verify_images(ctx: Ctx) -> list[str]:
+    problems = []
+    pods = ctx.kube.list_pods(ctx.namespace, f"app=pulsar,release={ctx.release}-pulsar")
+    if not pods:
+        problems.append("no Pulsar pods")
+    for pod in pods:
+        for c in dig(pod, "spec", "containers") or []:
+            if "pulsar:3." not in c.get("image", ""):
+                problems.append(f"pod {pod['metadata']['name']} runs {c.get('image')}, not Pulsar V3")
+    old = {p["uid"] for p in ctx.facts.get("pvcs", [])}
+    now_pvcs = ctx.kube.list_pvcs(ctx.namespace, f"app=pulsar,release={ctx.release}-pulsar")
+    if any(p["metadata"]["uid"] in old for p in now_pvcs):
+        problems.append("a Pulsar V2 PVC still exists")
+    kept_before = {p["name"]: p["uid"] for p in ctx.facts.get("kept_pvcs", [])}
+    kept_now = {p["name"]: p["uid"] for p in list_kept(ctx)}
+    if kept_before != kept_now:
+        problems.append("the etcd/MinIO PVCs changed")
+    return problems
+
+
+def restore(ctx: Ctx) -> str:
+    saved = (ctx.upgrade.saved or {}).get("manifest")
+    if saved is None:
+        raise StepError("no saved manifest: nothing to restore from")
+    if get_milvus(ctx.kube, ctx.namespace, ctx.release) is not None:
+        return "the Milvus resource exists; nothing to do"
+    create_milvus(ctx.kube, ctx.namespace, clean_original(saved))
+    return f"re-created the Milvus resource `{ctx.release}` from its saved manifest (Pulsar V2)"
+
+
+__all__ = ["backup", "delete_cr", "json", "plan_text", "preflight", "reinstall", "restore", "wait_healthy"]
