@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
         "redis-server and the real bot, then play a person in Slack and print the thread.",
     )
     demo.add_argument("--interactive", action="store_true", help="ask on the terminal before each click")
+    demo.add_argument(
+        "--mode",
+        choices=["helm", "operator"],
+        default="helm",
+        help="rehearse a Helm-installed Milvus (default) or one managed by milvus-operator",
+    )
     demo.add_argument("--verbose", action="store_true", help="also print the bot's own log")
     return parser
 
@@ -57,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from bot import demo
 
-    return demo.run(interactive=args.interactive, verbose=args.verbose)
+    return demo.run(interactive=args.interactive, verbose=args.verbose, mode=args.mode)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ from sandbox.slack.blocks import render_blocks
 from sandbox.slack.model import Message
 from sandbox.world import CHANNEL, OPERATOR, SIGNING_SECRET, World
 
-RELEASE, NAMESPACE = "my-release", "default"
+NAMESPACE = "default"
+RELEASES = {"helm": "my-release", "operator": "my-milvus"}
 OUTCOMES = ("succeeded", "failed", "aborted")
 
 
@@ -31,27 +32,46 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def cluster_picture(world: World, title: str) -> None:
+def _groups(mode: str, release: str) -> list[tuple[str, str]]:
+    if mode == "operator":
+        return [
+            ("Pulsar PVCs (app=pulsar, release=<name>-pulsar)", f"app=pulsar,release={release}-pulsar"),
+            ("etcd PVCs", f"app.kubernetes.io/instance={release}-etcd"),
+            ("MinIO PVCs", f"app=minio,release={release}-minio"),
+        ]
+    return [
+        ("Pulsar V2 PVCs (app=pulsar)", f"app=pulsar,release={release}"),
+        ("Pulsar V3 PVCs (app=pulsarv3)", f"app=pulsarv3,release={release}"),
+        ("etcd PVCs", f"app.kubernetes.io/instance={release},app.kubernetes.io/name=etcd"),
+    ]
+
+
+def cluster_picture(world: World, title: str, mode: str) -> None:
+    release = RELEASES[mode]
     _say(f"\n=== {title} ===")
     pods = world.pods(NAMESPACE)
-    mine = [p for p in pods if RELEASE in p["metadata"]["name"]]
+    mine = [p for p in pods if release in p["metadata"]["name"]]
     ready = sum(
         1
         for p in mine
         if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
     )
-    _say(f"pods of {NAMESPACE}/{RELEASE}: {len(mine)} ({ready} Ready)")
-    for group, selector in [
-        ("Pulsar V2 PVCs (app=pulsar)", f"app=pulsar,release={RELEASE}"),
-        ("Pulsar V3 PVCs (app=pulsarv3)", f"app=pulsarv3,release={RELEASE}"),
-        ("etcd PVCs", f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/name=etcd"),
-    ]:
+    _say(f"pods of {NAMESPACE}/{release}: {len(mine)} ({ready} Ready)")
+    images = sorted({c["image"] for p in mine for c in p["spec"]["containers"] if "pulsar" in c["image"]})
+    _say(f"Pulsar images: {', '.join(images) or 'none'}")
+    if mode == "operator":
+        cr = world.store.try_get("milvuses.milvus.io", NAMESPACE, release)
+        chart = ((cr or {}).get("spec", {}).get("dependencies", {}).get("pulsar", {}).get("inCluster") or {}).get(
+            "chartVersion"
+        )
+        _say(f"Milvus resource: {'absent' if cr is None else (cr.get('status') or {}).get('status')}, pulsar {chart}")
+    for group, selector in _groups(mode, release):
         names = world.pvcs(NAMESPACE, selector)
         _say(f"{group}: {len(names)}")
         for name in names:
             _say(f"    {name}")
     others = world.pvcs(None, "app=pulsar")
-    others = [n for n in others if not n.startswith(f"{NAMESPACE}/{RELEASE}-")]
+    others = [n for n in others if not n.startswith(f"{NAMESPACE}/{release}-")]
     _say(f"other releases' Pulsar V2 PVCs (must not change): {len(others)}")
     _say(f"PersistentVolumes in the cluster: {len(world.pvs())}")
 
@@ -106,10 +126,10 @@ def _choose(msg: Message, interactive: bool) -> str:
     return "upgrade_abort" if answer in ("b", "abort") else default
 
 
-def play(world: World, client: SlackClient, interactive: bool, timeout: float = 300.0) -> str:
+def play(world: World, client: SlackClient, interactive: bool, release: str, timeout: float = 300.0) -> str:
     printer = ThreadPrinter(world)
-    _say(f"\n>>> @alice types: /milvus-pulsar-upgrade start {RELEASE}")
-    resp = client.slash(OPERATOR, CHANNEL, "/milvus-pulsar-upgrade", f"start {RELEASE}")
+    _say(f"\n>>> @alice types: /milvus-pulsar-upgrade start {release}")
+    resp = client.slash(OPERATOR, CHANNEL, "/milvus-pulsar-upgrade", f"start {release}")
     _say(f"    (bot answered HTTP {resp.status_code}: {resp.text[:200]})")
     clicked: set[tuple[str, int]] = set()
     shown: set[str] = set()
@@ -134,22 +154,29 @@ def play(world: World, client: SlackClient, interactive: bool, timeout: float = 
     return "timed out"
 
 
-def run(interactive: bool = False, verbose: bool = False) -> int:
+def run(interactive: bool = False, verbose: bool = False, mode: str = "helm") -> int:
     workdir = tempfile.mkdtemp(prefix="mpub-demo-")
     cleanups: list[Callable[[], None]] = []
     try:
-        _say("Starting the sandbox: Kubernetes API + controllers, helm, Milvus and Slack simulators…")
+        _say(
+            f"Rehearsing the {mode} path. Starting the sandbox: "
+            "Kubernetes API + controllers, helm, Milvus and Slack simulators…"
+        )
         redis_server = RedisServer().start()
         cleanups.append(redis_server.cleanup)
         world = World(workdir, pod_ready_seconds=0.2).start()
         cleanups.append(world.stop)
-        world.seed_default()
-        cluster_picture(world, "Cluster before")
+        if mode == "operator":
+            world.seed_operator()
+        else:
+            world.seed_default()
+        cluster_picture(world, "Cluster before", mode)
         bot = BotProcess(world.bot_env(redis_server.url, free_port()), os.path.join(workdir, "bot.log")).start()
         cleanups.append(bot.stop)
         _say(f"\nThe bot is serving on {bot.url} (Redis {redis_server.url}, Slack {world.slack.url}).")
-        result = play(world, SlackClient(world.slack, bot.events_url, SIGNING_SECRET), interactive)
-        cluster_picture(world, "Cluster after")
+        client = SlackClient(world.slack, bot.events_url, SIGNING_SECRET)
+        result = play(world, client, interactive, RELEASES[mode])
+        cluster_picture(world, "Cluster after", mode)
         _say(f"\nResult: {result}")
         if verbose:
             _say("\n=== bot log ===\n" + bot.log())
