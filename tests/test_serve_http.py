@@ -118,3 +118,15 @@ def test_no_secret_in_the_log(world: World, slack: SlackClient, bot: BotProcess)
         assert secret not in log
     for line in log.splitlines():
         json.loads(line)  # structured: one JSON object per line
+
+
+def test_channel_without_the_bot_is_answered_and_nothing_starts(
+    world: World, slack: SlackClient, redis_url: str
+) -> None:
+    world.slack.add_channel("C0NOTHERE", "random", bot_member=False)
+    resp = slack.slash("U0ALICE", "C0NOTHERE", "/milvus-pulsar-upgrade", "start my-release")
+    assert resp.status_code == 200
+    alice = Person(world, slack)
+    assert "Invite me" in alice.wait_ephemeral("cannot post in this channel")
+    assert world.slack.messages("C0NOTHERE") == []
+    assert not redis.Redis.from_url(redis_url).keys("mpub:active:*")

@@ -55,6 +55,7 @@ from state.store import UpgradeStore
 log = logging.getLogger(__name__)
 JOB_REF = "bot.procedure.engine:run_job"
 MAX_AUTO_RETRIES = 3
+NOT_IN_CHANNEL = ("not_in_channel", "channel_not_found", "is_archived", "restricted_action")
 
 StepFn = Callable[[Ctx], Outcome]
 HELM_STEPS: list[tuple[str, StepFn]] = [
@@ -291,9 +292,15 @@ class Engine:
             else:
                 u.step = nxt
 
-        upgrade, _ = self.store.update(upgrade.id, finish)
         if name == "detect":
-            upgrade = self._post_root(upgrade)
+            try:
+                self._post_root(upgrade)
+            except SlackApiError as err:
+                if err.response.get("error") not in NOT_IN_CHANNEL:
+                    raise
+                reason = "I cannot post in this channel. Invite me (`/invite @<bot name>`) and try again."
+                return False, self._not_startable(upgrade, reason)
+        upgrade, _ = self.store.update(upgrade.id, finish)
         if name == "preflight":
             path = operator_path if upgrade.mode == "operator" else helm_path
             self._say(upgrade.id, "plan", path.plan_text(upgrade.facts, upgrade.release, upgrade.namespace))
