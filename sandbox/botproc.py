@@ -14,6 +14,8 @@ import time
 
 import httpx
 
+from sandbox._proc import crash, terminate
+
 
 class BotProcess:
     def __init__(self, env: dict[str, str], log_path: str) -> None:
@@ -58,19 +60,11 @@ class BotProcess:
             return fh.read()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc, 10)
         self.proc = None
 
     def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(5)
+        crash(self.proc)
         self.proc = None
 
     def restart(self) -> None:

@@ -16,6 +16,8 @@ import time
 
 import redis
 
+from sandbox._proc import crash, terminate
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -71,19 +73,11 @@ class RedisServer:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc, 5)
         self.proc = None
 
     def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(5)
+        crash(self.proc)
         self.proc = None
 
     def restart(self) -> None:

@@ -146,25 +146,23 @@ class World:
         with open(path, "w", encoding="utf-8") as fh:
             yaml.safe_dump(values, fh)
         self.helm("install", name, "zilliztech/milvus", "--version", chart_version, "-f", path, "-n", namespace)
-        key = (namespace, name)
-        if key not in self.releases:
-            milvus = MilvusSim(flush_polls=self.flush_polls).start()
-            self.kube.register_service_backend(namespace, f"{name}-milvus", 9091, milvus.mgmt_url)
-            self.kube.register_service_backend(namespace, f"{name}-milvus", 19530, milvus.rest_url)
-            self.releases[key] = Release(name, namespace, milvus, values)
-        return self.releases[key]
+        return self._attach_milvus(name, namespace, values)
 
     def create_milvus_cr(self, name: str, namespace: str = "default", *, pulsar_chart: str = "pulsar-v2") -> Release:
         """A Milvus managed by milvus-operator (as ``kubectl apply`` of a Milvus resource would create)."""
         self.store.ensure_namespace(namespace)
         manifest = milvus_manifest(name, namespace, pulsar_chart)
         self.store.create("milvuses.milvus.io", manifest, namespace=namespace)
+        return self._attach_milvus(name, namespace, manifest)
+
+    def _attach_milvus(self, name: str, namespace: str, config: dict[str, Any]) -> Release:
+        """Give a release its Milvus simulator behind service ``<name>-milvus`` (ports 9091 and 19530)."""
         key = (namespace, name)
         if key not in self.releases:
             milvus = MilvusSim(flush_polls=self.flush_polls).start()
             self.kube.register_service_backend(namespace, f"{name}-milvus", 9091, milvus.mgmt_url)
             self.kube.register_service_backend(namespace, f"{name}-milvus", 19530, milvus.rest_url)
-            self.releases[key] = Release(name, namespace, milvus, manifest)
+            self.releases[key] = Release(name, namespace, milvus, config)
         return self.releases[key]
 
     def seed_operator(self) -> None:

@@ -228,28 +228,32 @@ def backup(ctx: Ctx) -> Done:
     saved_record = ctx.upgrade.saved
     assert saved_record is not None
     values_yaml = yaml.safe_dump(saved_record["values"], sort_keys=True)
-    name = f"{ctx.release}{BACKUP_SUFFIX}"
     meta = {k: v for k, v in saved_record.items() if k != "values"}
+    name = write_backup(
+        ctx,
+        {"values.yaml": values_yaml, "release.json": json.dumps(meta, sort_keys=True)},
+        f"{ctx.release}-values.yaml",
+        f"{ctx.release} values before the upgrade",
+        f"💾 Saved the user values of `{ctx.release}` (chart {saved_record['chart_version']}) in the upgrade record",
+    )
+    return Done(f"values saved in Redis, ConfigMap `{name}` and the thread")
+
+
+def write_backup(ctx: Ctx, data: dict[str, str], filename: str, title: str, saved_where: str) -> str:
+    """Put the saved configuration in ConfigMap ``<release>-pulsar-upgrade-backup`` and in the thread.
+
+    ``data``'s first entry is the file attached to the thread. Returns the ConfigMap's name."""
+    name = f"{ctx.release}{BACKUP_SUFFIX}"
     ctx.kube.upsert_configmap(
         ctx.namespace,
         name,
-        {
-            "values.yaml": values_yaml,
-            "release.json": json.dumps(meta, sort_keys=True),
-            "upgrade-id": ctx.upgrade.id,
-        },
+        {**data, "upgrade-id": ctx.upgrade.id},
         {"app.kubernetes.io/managed-by": "milvus-pulsar-upgrade-bot", "release": ctx.release},
     )
     ctx.set_facts(backup_configmap=name)
-    ctx.upload(
-        "values_file",
-        f"{ctx.release}-values.yaml",
-        values_yaml,
-        f"{ctx.release} values before the upgrade",
-        f"💾 Saved the user values of `{ctx.release}` (chart {saved_record['chart_version']}) in the upgrade record, "
-        f"in ConfigMap `{name}` and here.",
-    )
-    return Done(f"values saved in Redis, ConfigMap `{name}` and the thread")
+    content = next(iter(data.values()))
+    ctx.upload("backup_file", filename, content, title, f"{saved_where}, in ConfigMap `{name}` and here.")
+    return name
 
 
 def uninstall(ctx: Ctx) -> Done:

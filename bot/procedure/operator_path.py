@@ -30,7 +30,7 @@ from bot.cluster.kube import (
 from bot.cluster.milvus import MilvusHttpError, MilvusRoutesGone
 from bot.procedure.common import describe_pvc, dig, is_milvus_25, version_tuple
 from bot.procedure.context import Ctx
-from bot.procedure.helm_path import BACKUP_SUFFIX
+from bot.procedure.helm_path import BACKUP_SUFFIX, write_backup
 from bot.procedure.outcome import Ask, Done, Refusal, StepError, Wait
 from bot.procedure.volumes import delete_bound_pvs, list_volumes, volumes_text
 from state.model import APPROVED, now
@@ -209,20 +209,12 @@ def backup(ctx: Ctx) -> Done:
     saved_record = ctx.upgrade.saved
     assert saved_record is not None
     manifest_yaml = yaml.safe_dump(saved_record["manifest"], sort_keys=True)
-    name = f"{ctx.release}{BACKUP_SUFFIX}"
-    ctx.kube.upsert_configmap(
-        ctx.namespace,
-        name,
-        {"milvus.yaml": manifest_yaml, "upgrade-id": ctx.upgrade.id},
-        {"app.kubernetes.io/managed-by": "milvus-pulsar-upgrade-bot", "release": ctx.release},
-    )
-    ctx.set_facts(backup_configmap=name)
-    ctx.upload(
-        "manifest_file",
+    name = write_backup(
+        ctx,
+        {"milvus.yaml": manifest_yaml},
         f"{ctx.release}-milvus.yaml",
-        manifest_yaml,
         f"Milvus resource {ctx.release} before the upgrade",
-        f"💾 Saved the Milvus resource `{ctx.release}` in the upgrade record, in ConfigMap `{name}` and here.",
+        f"💾 Saved the Milvus resource `{ctx.release}` in the upgrade record",
     )
     return Done(f"manifest saved in Redis, ConfigMap `{name}` and the thread")
 
