@@ -222,3 +222,23 @@ def test_redis_restart_at_a_checkpoint(
     alice.approve("reinstall")
     assert alice.outcome() == "succeeded"
     assert os.path.exists(bot.log_path)
+
+
+def test_two_replicas_share_one_runner(world: World, redis_url: str, tmp_path) -> None:
+    """Invariant 6: any replica takes Slack requests, one runs the steps; the follower's jobs run."""
+    from sandbox.redis_server import free_port
+
+    bots = [BotProcess(world.bot_env(redis_url, free_port()), str(tmp_path / f"bot{i}.log")).start() for i in range(2)]
+    try:
+        first = Person(world, SlackClient(world.slack, bots[0].events_url, SIGNING_SECRET))
+        second = Person(world, SlackClient(world.slack, bots[1].events_url, SIGNING_SECRET))
+        second.type("start my-release")
+        first.approve("flush_done")
+        second.approve("pvc_list")
+        first.approve("reinstall")
+        assert first.outcome() == "succeeded"
+        leaders = [b.log().count("this process is now the active runner") for b in bots]
+        assert sorted(leaders) == [0, 1]
+    finally:
+        for b in bots:
+            b.stop()
