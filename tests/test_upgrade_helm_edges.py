@@ -242,3 +242,43 @@ def test_two_replicas_share_one_runner(world: World, redis_url: str, tmp_path) -
     finally:
         for b in bots:
             b.stop()
+
+
+def test_flush_timeout_names_what_is_unflushed(tmp_path_factory, redis_url: str) -> None:
+    from sandbox.redis_server import free_port
+
+    w = World(str(tmp_path_factory.mktemp("slowflush")), flush_polls=10_000).start()
+    bot = None
+    try:
+        w.seed_default()
+        env = w.bot_env(redis_url, free_port(), UPGRADE_FLUSH_TIMEOUT_SECONDS="1")
+        bot = BotProcess(env, os.path.join(w.workdir, "bot.log")).start()
+        alice = Person(w, SlackClient(w.slack, bot.events_url, SIGNING_SECRET))
+        w.kube.clear_requests()
+        alice.type("start my-release")
+        error = alice.error_message()
+        shown = "\n".join(render_blocks(error.blocks))
+        assert "the flush did not finish in 1s" in shown
+        db, coll, seg = w.milvus("my-release").unflushed()[0]
+        assert f"{db}.{coll}" in shown and str(seg) in shown
+        assert [r for r in w.kube.requests if r.method == "DELETE"] == []
+    finally:
+        if bot is not None:
+            bot.stop()
+        w.stop()
+
+
+def test_unknown_pinned_chart_is_refused_at_preflight(world: World, redis_url: str, tmp_path) -> None:
+    from sandbox.redis_server import free_port
+
+    env = world.bot_env(redis_url, free_port(), MILVUS_HELM_CHART_VERSION="4.9.99")
+    bot = BotProcess(env, str(tmp_path / "bot.log")).start()
+    try:
+        alice = Person(world, SlackClient(world.slack, bot.events_url, SIGNING_SECRET))
+        alice.type("start my-release")
+        assert alice.outcome() == "failed"
+        refusal = alice.thread()[1].text
+        assert "cannot read chart zilliztech/milvus 4.9.99" in refusal
+        assert _release(world).status == "deployed"
+    finally:
+        bot.stop()
