@@ -13,7 +13,6 @@ from typing import Any
 
 from state.model import (
     ABORTED,
-    ACTIVE,
     BLOCKED,
     CHECKING,
     DONE,
@@ -226,6 +225,3 @@ def error_closed(step: str, reason: str, outcome: str, by: str | None) -> tuple[
 
 def note(text: str) -> tuple[str, list[Block]]:
     return text, [_section(text)]
-
-
-__all__ = ["ACTIVE", "ERROR", "RUNNING", "checkpoint", "decided", "error", "note", "root"]

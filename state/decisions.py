@@ -9,7 +9,6 @@ Each function returns ``None`` when the decision was recorded, or the explanatio
 from __future__ import annotations
 
 from state.model import (
-    ABORTED,
     ACTIVE,
     APPROVED,
     BLOCKED,
@@ -65,6 +64,3 @@ def request_abort(upgrade: Upgrade, user: str) -> str | None:
         return "The upgrade is not stopped on an error; use Abort on its open checkpoint."
     upgrade.facts["abort_requested"] = {"by": user, "at": now()}
     return None
-
-
-__all__ = ["ABORTED", "decide", "request_abort", "request_retry"]

@@ -11,24 +11,21 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from typing import Any
 
 import yaml
 
 from bot.cluster.helm import HelmCli, HelmError, HelmRelease
-from bot.cluster.kube import AccessCheck
-from bot.cluster.milvus import MilvusHttpError, MilvusRoutesGone
 from bot.procedure.common import dig, is_milvus_25, values_diff, version_tuple, with_pulsar_v3
 from bot.procedure.context import Ctx
 from bot.procedure.detect import helm_release
 from bot.procedure.outcome import Ask, Done, Refusal, StepError
+from bot.procedure.shared import BACKUP_SUFFIX, access_problems, databases_text, milvus_inventory, write_backup
 from bot.procedure.volumes import list_volumes, volumes_text
 from state.model import now
 
 FIRST_PULSARV3_CHART = (4, 2, 21)
 PULSARV3_DEFAULT_CHART = (4, 2, 27)
-BACKUP_SUFFIX = "-pulsar-upgrade-backup"
 
 
 def pulsar_v2_enabled(config: dict[str, Any], chart_version: str) -> bool:
@@ -41,43 +38,6 @@ def pulsar_v2_enabled(config: dict[str, Any], chart_version: str) -> bool:
 def milvus_version(release: HelmRelease) -> str:
     tag = dig(release.config, "image", "all", "tag")
     return str(tag) if tag else release.app_version
-
-
-def helm_access_checks(namespace: str) -> list[AccessCheck]:
-    ns = namespace
-    checks = [AccessCheck(v, "secrets", ns) for v in ("get", "list", "create", "delete")]
-    checks += [AccessCheck(v, "configmaps", ns) for v in ("get", "create", "update")]
-    checks += [AccessCheck(v, "persistentvolumeclaims", ns) for v in ("list", "get", "delete")]
-    checks += [AccessCheck(v, "persistentvolumes", None) for v in ("get", "delete")]
-    checks += [AccessCheck(v, "pods", ns) for v in ("list", "watch")]
-    checks += [AccessCheck("get", "services/proxy", ns)]
-    checks += [AccessCheck(v, r, ns, "apps") for r in ("deployments", "statefulsets") for v in ("create", "delete")]
-    checks += [AccessCheck(v, "services", ns) for v in ("create", "delete")]
-    return checks
-
-
-def operator_access_checks(namespace: str) -> list[AccessCheck]:
-    ns = namespace
-    checks = [
-        AccessCheck(v, "milvuses", ns, "milvus.io") for v in ("get", "list", "watch", "patch", "delete", "create")
-    ]
-    checks += [AccessCheck("list", "deployments", None, "apps")]
-    checks += [AccessCheck(v, "configmaps", ns) for v in ("get", "create", "update")]
-    checks += [AccessCheck(v, "persistentvolumeclaims", ns) for v in ("list", "get")]
-    checks += [AccessCheck(v, "persistentvolumes", None) for v in ("get", "delete")]
-    checks += [AccessCheck(v, "pods", ns) for v in ("list", "watch")]
-    checks += [AccessCheck("get", "services/proxy", ns)]
-    return checks
-
-
-def access_problems(ctx: Ctx, operator: bool = False) -> list[str]:
-    """What a SelfSubjectAccessReview says this identity may not do, in words."""
-    checks = operator_access_checks(ctx.namespace) if operator else helm_access_checks(ctx.namespace)
-    return [
-        f"not allowed to {c.verb} {c.group + '/' if c.group else ''}{c.resource}"
-        + (f" in `{c.namespace}`" if c.namespace else " (cluster-wide)")
-        for c in ctx.kube.denied(checks)
-    ]
 
 
 def chart_target(ctx: Ctx, release: HelmRelease) -> tuple[str | None, str | None]:
@@ -116,18 +76,6 @@ def _release_checks(release: HelmRelease | None) -> list[str]:
     return problems
 
 
-def _milvus_checks(ctx: Ctx) -> tuple[dict[str, list[str]], list[str]]:
-    client = ctx.milvus_client()
-    try:
-        client.health()
-        databases = {db: sorted(client.list_collections(db)) for db in client.list_databases()}
-    except MilvusRoutesGone as err:
-        return {}, [str(err)]
-    except MilvusHttpError as err:
-        return {}, [f"the Milvus HTTP API does not answer: {err}"]
-    return databases, []
-
-
 def _chart_checks(ctx: Ctx, release: HelmRelease) -> tuple[dict[str, Any], list[str]]:
     version, refusal = chart_target(ctx, release)
     if refusal:
@@ -156,7 +104,7 @@ def preflight(ctx: Ctx) -> Done:
     problems = _release_checks(release)
     if release is None or problems:
         raise Refusal("; ".join(problems))
-    databases, milvus_problems = _milvus_checks(ctx)
+    databases, milvus_problems = milvus_inventory(ctx)
     plan, chart_problems = _chart_checks(ctx, release)
     problems = milvus_problems + access_problems(ctx) + chart_problems
     if problems:
@@ -184,10 +132,6 @@ def preflight(ctx: Ctx) -> Done:
 def plan_text(ctx_facts: dict[str, Any], release: str, namespace: str) -> str:
     rel = ctx_facts.get("release", {})
     plan = ctx_facts.get("reinstall_plan", {})
-    dbs = ctx_facts.get("databases", {})
-    db_lines = "\n".join(
-        f"• `{db}`: {', '.join(f'`{c}`' for c in colls) or 'no collections'}" for db, colls in dbs.items()
-    )
     return (
         f"*Plan for `{release}` in `{namespace}`* (chart {rel.get('chart_version')}, Milvus {rel.get('app_version')})\n"
         "1. Flush every database and collection into object storage, then *checkpoint*.\n"
@@ -199,7 +143,7 @@ def plan_text(ctx_facts: dict[str, Any], release: str, namespace: str) -> str:
         "5. Wait for every pod to be Ready, then verify.\n"
         "⚠️ *Milvus is down from the uninstall until the new pods are Ready* (minutes; longer with more data).\n"
         "⚠️ *Every client must stop writing before you approve the first checkpoint*: writes after the flush are lost.\n"
-        f"*Databases and collections*\n{db_lines or '• none'}\n"
+        f"*Databases and collections*\n{databases_text(ctx_facts.get('databases', {}))}\n"
         f"*Volumes that will be deleted*\n{volumes_text(ctx_facts.get('pvcs', []), ctx_facts.get('pvs', []))}"
     )
 
@@ -237,23 +181,6 @@ def backup(ctx: Ctx) -> Done:
         f"💾 Saved the user values of `{ctx.release}` (chart {saved_record['chart_version']}) in the upgrade record",
     )
     return Done(f"values saved in Redis, ConfigMap `{name}` and the thread")
-
-
-def write_backup(ctx: Ctx, data: dict[str, str], filename: str, title: str, saved_where: str) -> str:
-    """Put the saved configuration in ConfigMap ``<release>-pulsar-upgrade-backup`` and in the thread.
-
-    ``data``'s first entry is the file attached to the thread. Returns the ConfigMap's name."""
-    name = f"{ctx.release}{BACKUP_SUFFIX}"
-    ctx.kube.upsert_configmap(
-        ctx.namespace,
-        name,
-        {**data, "upgrade-id": ctx.upgrade.id},
-        {"app.kubernetes.io/managed-by": "milvus-pulsar-upgrade-bot", "release": ctx.release},
-    )
-    ctx.set_facts(backup_configmap=name)
-    content = next(iter(data.values()))
-    ctx.upload("backup_file", filename, content, title, f"{saved_where}, in ConfigMap `{name}` and here.")
-    return name
 
 
 def uninstall(ctx: Ctx) -> Done:
@@ -346,6 +273,3 @@ def restore(ctx: Ctx) -> str:
         release is not None,
     )
     return f"reinstalled `{ctx.release}` with its original values (chart {saved['chart_version']}, Pulsar V2)"
-
-
-__all__ = ["backup", "plan_text", "preflight", "reinstall", "restore", "time", "uninstall"]

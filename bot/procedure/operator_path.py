@@ -12,7 +12,6 @@ and ``values: null``.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from typing import Any
 
@@ -27,12 +26,11 @@ from bot.cluster.kube import (
     patch_milvus,
     watch_milvus,
 )
-from bot.cluster.milvus import MilvusHttpError, MilvusRoutesGone
 from bot.procedure.common import describe_pvc, dig, is_milvus_25, version_tuple
 from bot.procedure.context import Ctx
-from bot.procedure.helm_path import BACKUP_SUFFIX, write_backup
 from bot.procedure.outcome import Ask, Done, Refusal, StepError, Wait
-from bot.procedure.volumes import delete_bound_pvs, list_volumes, volumes_text
+from bot.procedure.shared import BACKUP_SUFFIX, access_problems, databases_text, milvus_inventory, write_backup
+from bot.procedure.volumes import delete_bound_pvs, list_volumes, pulsar_v2_selector, volumes_text
 from state.model import APPROVED, now
 
 JSON = dict[str, Any]
@@ -86,8 +84,7 @@ def operator_versions(ctx: Ctx, cr: JSON) -> tuple[list[str], list[str]]:
     return versions, sources
 
 
-def _operator_problems(ctx: Ctx, cr: JSON) -> list[str]:
-    versions, sources = operator_versions(ctx, cr)
+def _operator_problems(versions: list[str], sources: list[str]) -> list[str]:
     if not versions:
         return [
             f"the milvus-operator version is unknown (no operator Deployment found, label {LEGACY} or "
@@ -134,46 +131,33 @@ def list_kept(ctx: Ctx) -> list[JSON]:
 
 
 def preflight(ctx: Ctx) -> Done:
-    from bot.procedure.helm_path import access_problems
-
     cr = get_milvus(ctx.kube, ctx.namespace, ctx.release)
     if cr is None:
         raise Refusal("the Milvus resource is gone")
-    problems = _operator_problems(ctx, cr) + _cr_problems(cr)
+    versions, sources = operator_versions(ctx, cr)
+    problems = _operator_problems(versions, sources) + _cr_problems(cr)
     if problems:
         raise Refusal("; ".join(problems))
-    client = ctx.milvus_client()
-    try:
-        client.health()
-        databases = {db: sorted(client.list_collections(db)) for db in client.list_databases()}
-    except MilvusRoutesGone as err:
-        raise Refusal(str(err)) from None
-    except MilvusHttpError as err:
-        raise Refusal(f"the Milvus HTTP API does not answer: {err}") from None
-    problems = access_problems(ctx, operator=True)
+    databases, problems = milvus_inventory(ctx)
+    problems += access_problems(ctx, operator=True)
     if problems:
         raise Refusal("; ".join(problems))
     pvcs, pvs = list_volumes(ctx)
-    kept = list_kept(ctx)
     image = dig(cr, "spec", "components", "image") or "?"
     ctx.set_facts(
-        release={"app_version": _tag(image) or image, "operator": operator_versions(ctx, cr)[0]},
+        release={"app_version": _tag(image) or image, "operator": versions},
         databases=databases,
         pvcs=pvcs,
         pvs=pvs,
-        kept_pvcs=kept,
+        kept_pvcs=list_kept(ctx),
     )
     return Done(
-        f"Milvus {_tag(image)}, operator {', '.join(sorted(set(operator_versions(ctx, cr)[0])))}, "
+        f"Milvus {_tag(image)}, operator {', '.join(sorted(set(versions)))}, "
         f"{len(databases)} databases, {len(pvcs)} Pulsar V2 PVCs"
     )
 
 
 def plan_text(facts: JSON, release: str, namespace: str) -> str:
-    dbs = facts.get("databases", {})
-    db_lines = "\n".join(
-        f"• `{db}`: {', '.join(f'`{c}`' for c in colls) or 'no collections'}" for db, colls in dbs.items()
-    )
     kept = ", ".join(f"`{p['name']}`" for p in facts.get("kept_pvcs", [])) or "none"
     version = facts.get("release", {}).get("app_version")
     return (
@@ -187,7 +171,7 @@ def plan_text(facts: JSON, release: str, namespace: str) -> str:
         "5. Wait for status Healthy and every pod Ready, then verify.\n"
         "⚠️ *Milvus is down from the deletion until the new pods are Ready*.\n"
         "⚠️ *Every client must stop writing before you approve the first checkpoint*: writes after the flush are lost.\n"
-        f"*Databases and collections*\n{db_lines or '• none'}\n"
+        f"*Databases and collections*\n{databases_text(facts.get('databases', {}))}\n"
         f"*Volumes the operator will delete*\n{volumes_text(facts.get('pvcs', []), facts.get('pvs', []))}\n"
         f"*Volumes kept (etcd, MinIO)*: {kept}"
     )
@@ -289,7 +273,8 @@ def _after_gone(ctx: Ctx) -> Done | Wait:
     cp = ctx.upgrade.latest_checkpoint("pvc_list")
     assert cp is not None
     approved = {p["name"] for p in cp.target["pvcs"]}
-    left = [p["name"] for p in ctx.kube.list_pvcs(ctx.namespace, "") if p["metadata"]["name"] in approved]
+    pulsar = ctx.kube.list_pvcs(ctx.namespace, pulsar_v2_selector(ctx))
+    left = [p["metadata"]["name"] for p in pulsar if p["metadata"]["name"] in approved]
     if left:
         if time.time() > ctx.facts["cr_delete_started"] + ctx.limits.pvc_gone_timeout:
             raise StepError(f"the operator did not delete these Pulsar PVCs: {', '.join(left)}")
@@ -309,26 +294,23 @@ def _after_gone(ctx: Ctx) -> Done | Wait:
     return Done(summary)
 
 
-def new_manifest(saved: JSON) -> JSON:
-    """The saved manifest without server-set fields, Pulsar V3, ``values: null``."""
+def clean_original(saved: JSON) -> JSON:
+    """The saved manifest without the fields the API server sets (metadata listed in SERVER_SET, status)."""
     manifest = copy.deepcopy(saved)
     meta = manifest.get("metadata", {})
     for key in SERVER_SET:
         meta.pop(key, None)
     manifest.pop("status", None)
+    return manifest
+
+
+def new_manifest(saved: JSON) -> JSON:
+    """``clean_original`` with Pulsar V3: ``chartVersion: pulsar-v3`` and ``values: null``."""
+    manifest = clean_original(saved)
     deps = manifest.setdefault("spec", {}).setdefault("dependencies", {})
     pulsar = deps.setdefault("pulsar", {}).setdefault("inCluster", {})
     pulsar["chartVersion"] = "pulsar-v3"
     pulsar["values"] = None
-    return manifest
-
-
-def clean_original(saved: JSON) -> JSON:
-    manifest = copy.deepcopy(saved)
-    meta = manifest.get("metadata", {})
-    for key in SERVER_SET:
-        meta.pop(key, None)
-    manifest.pop("status", None)
     return manifest
 
 
@@ -409,6 +391,3 @@ def restore(ctx: Ctx) -> str:
         return "the Milvus resource exists; nothing to do"
     create_milvus(ctx.kube, ctx.namespace, clean_original(saved))
     return f"re-created the Milvus resource `{ctx.release}` from its saved manifest (Pulsar V2)"
-
-
-__all__ = ["backup", "delete_cr", "json", "plan_text", "preflight", "reinstall", "restore", "wait_healthy"]
