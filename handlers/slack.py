@@ -86,7 +86,8 @@ def _command_listener(deps: Deps) -> Callable[..., Awaitable[None]]:
         )
         holder = await asyncio.to_thread(deps.store.create, upgrade)
         if holder is not None:
-            await respond(text=_already_running(deps.store, holder, cmd), response_type="ephemeral")
+            text = await asyncio.to_thread(_already_running, deps.store, holder, cmd)
+            await respond(text=text, response_type="ephemeral")
             return
         await asyncio.to_thread(deps.store.audit, upgrade.id, "requested", user=user, text=command.get("text"))
         log.info("upgrade requested", extra={"upgrade_id": upgrade.id, "release": cmd.release, "user": user})

@@ -75,10 +75,6 @@ class UpgradeStore:
         except NotFound:
             return None
 
-    def active_for(self, namespace: str, release: str) -> str | None:
-        raw = self.redis.get(keys.active(namespace, release))
-        return raw.decode() if isinstance(raw, bytes) else None
-
     def active_ids(self) -> list[str]:
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in self.redis.smembers(keys.ACTIVE_SET))
 

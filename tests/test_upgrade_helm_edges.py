@@ -24,6 +24,7 @@ from sandbox.redis_server import RedisServer
 from sandbox.slack import SlackClient
 from sandbox.slack.blocks import render_blocks
 from sandbox.world import SIGNING_SECRET, STRANGER, World
+from state.store import UpgradeStore
 from tests.scenario import Person, has_button
 
 
@@ -120,6 +121,9 @@ def test_unauthorized_click_changes_nothing(world: World, slack: SlackClient, re
     assert {k: client.get(k) for k in client.keys("mpub:upgrade:*")} == before
     assert has_button(world.slack.message(cp.channel, cp.ts), "upgrade_approve")
     assert [r for r in world.kube.requests if r.method == "DELETE"] == []
+    store = UpgradeStore.from_url(redis_url)
+    (upgrade_id,) = store.active_ids()
+    assert [e["event"] for e in store.audit_trail(upgrade_id)] == ["requested"]
 
 
 def test_second_approver_required(world: World, redis_url: str, tmp_path) -> None:

@@ -69,6 +69,19 @@ def _call(action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> JSO
     return json.loads(data) if data else {}
 
 
+_MILVUS = ("milvus.io", "v1beta1")
+
+
+def _unless_missing(action: str, fn: Callable[..., Any], *args: Any) -> JSON | None:
+    """``_call``, with NotFound answered as None (reads of optional objects, deletes that may be done)."""
+    try:
+        return _call(action, fn, *args)
+    except KubeError as err:
+        if err.not_found:
+            return None
+        raise
+
+
 @dataclass(frozen=True)
 class AccessCheck:
     verb: str
@@ -128,25 +141,7 @@ class Kube:
         )["items"]
 
     def get_pv(self, name: str) -> JSON | None:
-        try:
-            return _call("get persistentvolume", self.core.read_persistent_volume, name)
-        except KubeError as err:
-            if err.not_found:
-                return None
-            raise
-
-    def get_pvc(self, namespace: str, name: str) -> JSON | None:
-        try:
-            return _call(
-                "get persistentvolumeclaim",
-                self.core.read_namespaced_persistent_volume_claim,
-                name,
-                namespace,
-            )
-        except KubeError as err:
-            if err.not_found:
-                return None
-            raise
+        return _unless_missing("get persistentvolume", self.core.read_persistent_volume, name)
 
     def list_pods(self, namespace: str, selector: str) -> list[JSON]:
         return _call("list pods", self.core.list_namespaced_pod, namespace, label_selector=selector)["items"]
@@ -163,26 +158,6 @@ class Kube:
         ]
         items.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
         return items[-limit:]
-
-    def get_configmap(self, namespace: str, name: str) -> JSON | None:
-        try:
-            return _call("get configmap", self.core.read_namespaced_config_map, name, namespace)
-        except KubeError as err:
-            if err.not_found:
-                return None
-            raise
-
-    def list_deployments(self, namespace: str, selector: str | None = None) -> list[JSON]:
-        kwargs = {"label_selector": selector} if selector else {}
-        return _call("list deployments", self.apps.list_namespaced_deployment, namespace, **kwargs)["items"]
-
-    def get_service(self, namespace: str, name: str) -> JSON | None:
-        try:
-            return _call("get service", self.core.read_namespaced_service, name, namespace)
-        except KubeError as err:
-            if err.not_found:
-                return None
-            raise
 
     def denied(self, checks: list[AccessCheck]) -> list[AccessCheck]:
         """The checks that a SelfSubjectAccessReview says this identity may not do."""
@@ -204,27 +179,11 @@ class Kube:
     # --- writes ------------------------------------------------------------------------------
     def delete_pvc(self, namespace: str, name: str) -> bool:
         """Delete one PVC; False when it was already gone."""
-        try:
-            _call(
-                "delete persistentvolumeclaim",
-                self.core.delete_namespaced_persistent_volume_claim,
-                name,
-                namespace,
-            )
-            return True
-        except KubeError as err:
-            if err.not_found:
-                return False
-            raise
+        fn = self.core.delete_namespaced_persistent_volume_claim
+        return _unless_missing("delete persistentvolumeclaim", fn, name, namespace) is not None
 
     def delete_pv(self, name: str) -> bool:
-        try:
-            _call("delete persistentvolume", self.core.delete_persistent_volume, name)
-            return True
-        except KubeError as err:
-            if err.not_found:
-                return False
-            raise
+        return _unless_missing("delete persistentvolume", self.core.delete_persistent_volume, name) is not None
 
     def upsert_configmap(self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str]) -> None:
         body = {
@@ -262,23 +221,9 @@ class Kube:
 
 def get_milvus(kube: Kube, namespace: str, name: str) -> JSON | None:
     """The Milvus custom resource (milvuses.milvus.io/v1beta1), or None (also when the CRD is absent)."""
-    try:
-        return _call(
-            "get milvus",
-            kube.custom.get_namespaced_custom_object,
-            "milvus.io",
-            "v1beta1",
-            namespace,
-            "milvuses",
-            name,
-        )
-    except KubeError as err:
-        if err.not_found:
-            return None
-        raise
-
-
-_MILVUS = ("milvus.io", "v1beta1")
+    return _unless_missing(
+        "get milvus", kube.custom.get_namespaced_custom_object, *_MILVUS, namespace, "milvuses", name
+    )
 
 
 def list_deployments_all(kube: Kube, selector: str) -> list[JSON]:
@@ -294,13 +239,8 @@ def patch_milvus(kube: Kube, namespace: str, name: str, patch: JSON) -> JSON:
 
 
 def delete_milvus(kube: Kube, namespace: str, name: str) -> bool:
-    try:
-        _call("delete milvus", kube.custom.delete_namespaced_custom_object, *_MILVUS, namespace, "milvuses", name)
-        return True
-    except KubeError as err:
-        if err.not_found:
-            return False
-        raise
+    fn = kube.custom.delete_namespaced_custom_object
+    return _unless_missing("delete milvus", fn, *_MILVUS, namespace, "milvuses", name) is not None
 
 
 def create_milvus(kube: Kube, namespace: str, body: JSON) -> JSON:

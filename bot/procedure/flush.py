@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bot.cluster.milvus import FlushTimeout, MilvusHttpError
+from bot.cluster.milvus import FlushTimeout
 from bot.procedure.context import Ctx
-from bot.procedure.outcome import Ask, Done, StepError, Temporary
+from bot.procedure.outcome import Ask, Done, StepError
 from state.model import APPROVED
 
 
@@ -26,10 +26,7 @@ def run_flush(ctx: Ctx) -> dict[str, Any]:
         )
     except FlushTimeout as err:
         raise StepError(f"the flush did not finish in {ctx.limits.flush_timeout:g}s", str(err)) from None
-    except MilvusHttpError as err:
-        if getattr(err, "retriable", False):
-            raise Temporary(f"Milvus did not answer: {err}") from None
-        raise StepError(f"Milvus refused the flush: {err}") from None
+    # Any other Milvus error is classified by the engine (retriable -> retried, else shown with Retry).
     databases = {
         r.db: {
             "collections": sorted(set(r.segments) | set(r.already_flushed)),

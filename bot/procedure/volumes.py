@@ -79,7 +79,8 @@ def delete_pvcs(ctx: Ctx) -> Done | Ask | Wait:
 
 
 def _after_delete(ctx: Ctx, target: JSON, remaining: set[str], extra: set[str]) -> Done | Ask | Wait:
-    still = [n for n in sorted(remaining) if ctx.kube.get_pvc(ctx.namespace, n) is not None]
+    listed = {p["metadata"]["name"] for p in ctx.kube.list_pvcs(ctx.namespace, pulsar_v2_selector(ctx))}
+    still = sorted(remaining & listed)
     if still:
         deadline = ctx.facts["pvc_delete_started"] + ctx.limits.pvc_gone_timeout
         if time.time() > deadline:
