@@ -2,13 +2,17 @@
 
 The Redis server is started per test session on a free port (append-only, so a test can
 restart it and find its data), and flushed between tests. ``world`` is a fresh simulated
-cluster + Slack + Milvus per test; ``bot`` is ``python -m bot serve`` against both.
+cluster + Slack + Milvus per test, seeded with the Helm scenario (a module can set
+``WORLD_SEED = "operator"``); ``bot`` is ``python -m bot serve`` against both. A test that
+needs another world or bot settings uses ``make_world`` / ``make_bot``, which stop
+everything they started.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -17,6 +21,7 @@ from sandbox.botproc import BotProcess
 from sandbox.redis_server import RedisServer, free_port
 from sandbox.slack import SlackClient
 from sandbox.world import SIGNING_SECRET, World
+from tests.scenario import Person
 
 
 @pytest.fixture(scope="session")
@@ -35,25 +40,54 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = World(str(tmp_path_factory.mktemp("world"))).start()
-    w.seed_default()
-    yield w
-    w.stop()
+def make_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., World]]:
+    """``make_world(seed="default"|"operator", **World options)``: a started, seeded world."""
+    worlds: list[World] = []
+
+    def make(seed: str = "default", **options: Any) -> World:
+        w = World(str(tmp_path_factory.mktemp("world")), **options).start()
+        worlds.append(w)
+        if seed == "operator":
+            w.seed_operator()
+        else:
+            w.seed_default()
+        return w
+
+    yield make
+    for w in worlds:
+        w.stop()
 
 
 @pytest.fixture
-def bot_env(world: World, redis_url: str) -> dict[str, str]:
-    return world.bot_env(redis_url, free_port())
+def world(request: pytest.FixtureRequest, make_world: Callable[..., World]) -> World:
+    return make_world(getattr(request.module, "WORLD_SEED", "default"))
 
 
 @pytest.fixture
-def bot(bot_env: dict[str, str], world: World) -> Iterator[BotProcess]:
-    proc = BotProcess(bot_env, os.path.join(world.workdir, "bot.log")).start()
-    yield proc
-    proc.stop()
+def make_bot(redis_url: str) -> Iterator[Callable[..., BotProcess]]:
+    """``make_bot(world, **env overrides)``: a running ``serve`` process against ``world``."""
+    bots: list[BotProcess] = []
+
+    def make(w: World, **env: str) -> BotProcess:
+        log = os.path.join(w.workdir, f"bot{len(bots)}.log")
+        bots.append(BotProcess(w.bot_env(redis_url, free_port(), **env), log).start())
+        return bots[-1]
+
+    yield make
+    for b in bots:
+        b.stop()
+
+
+@pytest.fixture
+def bot(make_bot: Callable[..., BotProcess], world: World) -> BotProcess:
+    return make_bot(world)
 
 
 @pytest.fixture
 def slack(world: World, bot: BotProcess) -> SlackClient:
     return SlackClient(world.slack, bot.events_url, SIGNING_SECRET)
+
+
+def person(w: World, b: BotProcess, user: str = "U0ALICE") -> Person:
+    """A person typing in ``w``'s Slack, whose requests reach bot ``b``."""
+    return Person(w, SlackClient(w.slack, b.events_url, SIGNING_SECRET), user)

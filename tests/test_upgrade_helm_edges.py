@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -23,8 +24,9 @@ from sandbox.botproc import BotProcess
 from sandbox.redis_server import RedisServer
 from sandbox.slack import SlackClient
 from sandbox.slack.blocks import render_blocks
-from sandbox.world import SIGNING_SECRET, STRANGER, World
+from sandbox.world import STRANGER, World
 from state.store import UpgradeStore
+from tests.conftest import person
 from tests.scenario import Person, has_button
 
 
@@ -126,21 +128,14 @@ def test_unauthorized_click_changes_nothing(world: World, slack: SlackClient, re
     assert [e["event"] for e in store.audit_trail(upgrade_id)] == ["requested"]
 
 
-def test_second_approver_required(world: World, redis_url: str, tmp_path) -> None:
-    from sandbox.redis_server import free_port
-
-    env = world.bot_env(redis_url, free_port(), BOT_REQUIRE_SECOND_APPROVER="true")
-    bot = BotProcess(env, str(tmp_path / "bot.log")).start()
-    try:
-        alice = Person(world, SlackClient(world.slack, bot.events_url, SIGNING_SECRET))
-        alice.type("start my-release")
-        cp = alice.checkpoint("flush_done")
-        alice.click(cp, "upgrade_approve")
-        assert "another operator must approve" in alice.wait_ephemeral("Nothing changed")
-        alice.as_user("U0BOB").click(cp, "upgrade_approve")
-        alice.checkpoint("pvc_list")
-    finally:
-        bot.stop()
+def test_second_approver_required(world: World, make_bot: Callable[..., BotProcess]) -> None:
+    alice = person(world, make_bot(world, BOT_REQUIRE_SECOND_APPROVER="true"))
+    alice.type("start my-release")
+    cp = alice.checkpoint("flush_done")
+    alice.click(cp, "upgrade_approve")
+    assert "another operator must approve" in alice.wait_ephemeral("Nothing changed")
+    alice.as_user("U0BOB").click(cp, "upgrade_approve")
+    alice.checkpoint("pvc_list")
 
 
 def test_preflight_refuses_a_release_already_on_pulsar_v3(world: World, slack: SlackClient) -> None:
@@ -161,27 +156,20 @@ def test_preflight_refuses_milvus_without_the_v1_routes(world: World, slack: Sla
     assert "Milvus 2.6" in alice.thread()[1].text
 
 
-def test_pods_not_ready_report_and_retry(world: World, redis_url: str, tmp_path) -> None:
-    from sandbox.redis_server import free_port
-
-    env = world.bot_env(redis_url, free_port(), UPGRADE_PODS_TIMEOUT_SECONDS="3")
-    bot = BotProcess(env, str(tmp_path / "bot.log")).start()
-    try:
-        alice = Person(world, SlackClient(world.slack, bot.events_url, SIGNING_SECRET))
-        _to_pvc_list(alice)
-        alice.approve("pvc_list")
-        world.cluster.hold_unready("default", "component=bookie", reason="Readiness probe failed: bookie not up")
-        alice.approve("reinstall")
-        error = alice.error_message()
-        shown = "\n".join(render_blocks(error.blocks))
-        assert "not every pod is Ready" in shown
-        assert "my-release-pulsarv3-bookie-0" in shown
-        assert "bookie not up" in shown
-        world.cluster.release_unready("default", "component=bookie")
-        alice.click(error, "upgrade_retry")
-        assert alice.outcome() == "succeeded"
-    finally:
-        bot.stop()
+def test_pods_not_ready_report_and_retry(world: World, make_bot: Callable[..., BotProcess]) -> None:
+    alice = person(world, make_bot(world, UPGRADE_PODS_TIMEOUT_SECONDS="3"))
+    _to_pvc_list(alice)
+    alice.approve("pvc_list")
+    world.cluster.hold_unready("default", "component=bookie", reason="Readiness probe failed: bookie not up")
+    alice.approve("reinstall")
+    error = alice.error_message()
+    shown = "\n".join(render_blocks(error.blocks))
+    assert "not every pod is Ready" in shown
+    assert "my-release-pulsarv3-bookie-0" in shown
+    assert "bookie not up" in shown
+    world.cluster.release_unready("default", "component=bookie")
+    alice.click(error, "upgrade_retry")
+    assert alice.outcome() == "succeeded"
 
 
 def test_kubernetes_500_on_pvc_delete_is_retried(world: World, slack: SlackClient) -> None:
@@ -228,61 +216,38 @@ def test_redis_restart_at_a_checkpoint(
     assert os.path.exists(bot.log_path)
 
 
-def test_two_replicas_share_one_runner(world: World, redis_url: str, tmp_path) -> None:
+def test_two_replicas_share_one_runner(world: World, make_bot: Callable[..., BotProcess]) -> None:
     """Invariant 6: any replica takes Slack requests, one runs the steps; the follower's jobs run."""
-    from sandbox.redis_server import free_port
-
-    bots = [BotProcess(world.bot_env(redis_url, free_port()), str(tmp_path / f"bot{i}.log")).start() for i in range(2)]
-    try:
-        first = Person(world, SlackClient(world.slack, bots[0].events_url, SIGNING_SECRET))
-        second = Person(world, SlackClient(world.slack, bots[1].events_url, SIGNING_SECRET))
-        second.type("start my-release")
-        first.approve("flush_done")
-        second.approve("pvc_list")
-        first.approve("reinstall")
-        assert first.outcome() == "succeeded"
-        leaders = [b.log().count("this process is now the active runner") for b in bots]
-        assert sorted(leaders) == [0, 1]
-    finally:
-        for b in bots:
-            b.stop()
+    bots = [make_bot(world), make_bot(world)]
+    first, second = person(world, bots[0]), person(world, bots[1])
+    second.type("start my-release")
+    first.approve("flush_done")
+    second.approve("pvc_list")
+    first.approve("reinstall")
+    assert first.outcome() == "succeeded"
+    leaders = [b.log().count("this process is now the active runner") for b in bots]
+    assert sorted(leaders) == [0, 1]
 
 
-def test_flush_timeout_names_what_is_unflushed(tmp_path_factory, redis_url: str) -> None:
-    from sandbox.redis_server import free_port
-
-    w = World(str(tmp_path_factory.mktemp("slowflush")), flush_polls=10_000).start()
-    bot = None
-    try:
-        w.seed_default()
-        env = w.bot_env(redis_url, free_port(), UPGRADE_FLUSH_TIMEOUT_SECONDS="1")
-        bot = BotProcess(env, os.path.join(w.workdir, "bot.log")).start()
-        alice = Person(w, SlackClient(w.slack, bot.events_url, SIGNING_SECRET))
-        w.kube.clear_requests()
-        alice.type("start my-release")
-        error = alice.error_message()
-        shown = "\n".join(render_blocks(error.blocks))
-        assert "the flush did not finish in 1s" in shown
-        db, coll, seg = w.milvus("my-release").unflushed()[0]
-        assert f"{db}.{coll}" in shown and str(seg) in shown
-        assert [r for r in w.kube.requests if r.method == "DELETE"] == []
-    finally:
-        if bot is not None:
-            bot.stop()
-        w.stop()
+def test_flush_timeout_names_what_is_unflushed(
+    make_world: Callable[..., World], make_bot: Callable[..., BotProcess]
+) -> None:
+    w = make_world(flush_polls=10_000)
+    alice = person(w, make_bot(w, UPGRADE_FLUSH_TIMEOUT_SECONDS="1"))
+    w.kube.clear_requests()
+    alice.type("start my-release")
+    error = alice.error_message()
+    shown = "\n".join(render_blocks(error.blocks))
+    assert "the flush did not finish in 1s" in shown
+    db, coll, seg = w.milvus("my-release").unflushed()[0]
+    assert f"{db}.{coll}" in shown and str(seg) in shown
+    assert [r for r in w.kube.requests if r.method == "DELETE"] == []
 
 
-def test_unknown_pinned_chart_is_refused_at_preflight(world: World, redis_url: str, tmp_path) -> None:
-    from sandbox.redis_server import free_port
-
-    env = world.bot_env(redis_url, free_port(), MILVUS_HELM_CHART_VERSION="4.9.99")
-    bot = BotProcess(env, str(tmp_path / "bot.log")).start()
-    try:
-        alice = Person(world, SlackClient(world.slack, bot.events_url, SIGNING_SECRET))
-        alice.type("start my-release")
-        assert alice.outcome() == "failed"
-        refusal = alice.thread()[1].text
-        assert "cannot read chart zilliztech/milvus 4.9.99" in refusal
-        assert _release(world).status == "deployed"
-    finally:
-        bot.stop()
+def test_unknown_pinned_chart_is_refused_at_preflight(world: World, make_bot: Callable[..., BotProcess]) -> None:
+    alice = person(world, make_bot(world, MILVUS_HELM_CHART_VERSION="4.9.99"))
+    alice.type("start my-release")
+    assert alice.outcome() == "failed"
+    refusal = alice.thread()[1].text
+    assert "cannot read chart zilliztech/milvus 4.9.99" in refusal
+    assert _release(world).status == "deployed"

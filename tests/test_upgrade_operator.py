@@ -12,28 +12,22 @@ re-creates the original resource.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
 from bot.procedure.operator_path import SERVER_SET
 from sandbox.botproc import BotProcess
-from sandbox.redis_server import free_port
 from sandbox.slack import SlackClient
-from sandbox.world import SIGNING_SECRET, World
+from sandbox.world import World
+from tests.conftest import person
 from tests.scenario import Person
 
 KEY = "milvuses.milvus.io"
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
-@pytest.fixture
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = World(str(tmp_path_factory.mktemp("world"))).start()
-    w.seed_operator()
-    yield w
-    w.stop()
+WORLD_SEED = "operator"
 
 
 def _kept(world: World) -> dict[str, str]:
@@ -159,21 +153,13 @@ def test_helm_release_and_resource_of_the_same_name_ask_for_mode(world: World, s
 
 
 def test_old_operator_is_refused_without_a_single_write(
-    tmp_path_factory: pytest.TempPathFactory, redis_url: str
+    make_world: Callable[..., World], make_bot: Callable[..., BotProcess]
 ) -> None:
-    w = World(str(tmp_path_factory.mktemp("old")), operator_version="v1.0.0").start()
-    bot = None
-    try:
-        w.seed_operator()
-        bot = BotProcess(w.bot_env(redis_url, free_port()), os.path.join(w.workdir, "bot.log")).start()
-        w.kube.clear_requests()
-        alice = Person(w, SlackClient(w.slack, bot.events_url, SIGNING_SECRET))
-        alice.type("start my-milvus")
-        assert alice.outcome() == "failed"
-        refusal = alice.thread()[1].text
-        assert "too old" in refusal and "v1.0.0" in refusal and "helm upgrade milvus-operator" in refusal
-        assert _writes(w) == []
-    finally:
-        if bot is not None:
-            bot.stop()
-        w.stop()
+    w = make_world("operator", operator_version="v1.0.0")
+    alice = person(w, make_bot(w))
+    w.kube.clear_requests()
+    alice.type("start my-milvus")
+    assert alice.outcome() == "failed"
+    refusal = alice.thread()[1].text
+    assert "too old" in refusal and "v1.0.0" in refusal and "helm upgrade milvus-operator" in refusal
+    assert _writes(w) == []
