@@ -22,7 +22,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 
 from bot.cluster.helm import HelmCli, HelmError
-from bot.cluster.kube import Kube, KubeError
+from bot.cluster.kube import Kube, KubeError, get_milvus
 from bot.cluster.milvus import MilvusClient, MilvusHttpError, base_urls
 from bot.logs import redact
 from bot.notify import Notifier
@@ -485,8 +485,6 @@ class Engine:
         if upgrade.saved is None or not upgrade.facts.get("cr_delete_started"):
             return None
         try:
-            from bot.cluster.kube import get_milvus
-
             if get_milvus(self.kube, upgrade.namespace, upgrade.release) is not None:
                 return None
         except KubeError:

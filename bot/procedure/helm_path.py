@@ -19,6 +19,7 @@ from bot.cluster.helm import HelmCli, HelmError, HelmRelease
 from bot.procedure.common import dig, is_milvus_25, values_diff, version_tuple, with_pulsar_v3
 from bot.procedure.context import Ctx
 from bot.procedure.detect import helm_release
+from bot.procedure.flush import flush_text, run_flush
 from bot.procedure.outcome import Ask, Done, Refusal, StepError
 from bot.procedure.shared import BACKUP_SUFFIX, access_problems, databases_text, milvus_inventory, write_backup
 from bot.procedure.volumes import list_volumes, volumes_text
@@ -149,8 +150,6 @@ def plan_text(ctx_facts: dict[str, Any], release: str, namespace: str) -> str:
 
 
 def backup(ctx: Ctx) -> Done:
-    from bot.procedure.flush import flush_text, run_flush
-
     if ctx.upgrade.saved is None:
         release = helm_release(ctx)
         if release is None or release.status != "deployed":

@@ -26,9 +26,11 @@ from bot.cluster.kube import (
     patch_milvus,
     watch_milvus,
 )
-from bot.procedure.common import describe_pvc, dig, is_milvus_25, version_tuple
+from bot.procedure.common import describe_pvc, dig, is_milvus_25, values_diff, version_tuple
 from bot.procedure.context import Ctx
+from bot.procedure.flush import flush_text, run_flush
 from bot.procedure.outcome import Ask, Done, Refusal, StepError, Wait
+from bot.procedure.pods import wait_ready
 from bot.procedure.shared import BACKUP_SUFFIX, access_problems, databases_text, milvus_inventory, write_backup
 from bot.procedure.volumes import delete_bound_pvs, list_volumes, pulsar_v2_selector, volumes_text
 from state.model import APPROVED, now
@@ -178,8 +180,6 @@ def plan_text(facts: JSON, release: str, namespace: str) -> str:
 
 
 def backup(ctx: Ctx) -> Done:
-    from bot.procedure.flush import flush_text, run_flush
-
     if ctx.upgrade.saved is None:
         cr = get_milvus(ctx.kube, ctx.namespace, ctx.release)
         if cr is None or dig(cr, "metadata", "deletionTimestamp"):
@@ -315,8 +315,6 @@ def new_manifest(saved: JSON) -> JSON:
 
 
 def manifest_diff(saved: JSON) -> list[str]:
-    from bot.procedure.common import values_diff
-
     before = clean_original(saved)
     return values_diff(before, new_manifest(saved))
 
@@ -347,8 +345,6 @@ def reinstall(ctx: Ctx) -> Done | Ask:
 
 
 def wait_healthy(ctx: Ctx) -> Done | Wait:
-    from bot.procedure.pods import wait_ready
-
     outcome = wait_ready(ctx, "pulsar", "wait")
     if isinstance(outcome, Wait):
         return outcome

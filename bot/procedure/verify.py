@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bot.cluster.milvus import MilvusHttpError
 from bot.procedure.context import Ctx
+from bot.procedure.operator_path import verify_images
 from bot.procedure.outcome import Done, StepError, Temporary
 from bot.procedure.volumes import pulsar_v2_selector
 from state.model import now
@@ -32,8 +33,6 @@ def verify(ctx: Ctx) -> Done:
         raise StepError(f"collections missing after the upgrade: {', '.join(missing)}")
     problems = []
     if ctx.upgrade.mode == "operator":
-        from bot.procedure.operator_path import verify_images
-
         problems += verify_images(ctx)
     else:
         if not ctx.kube.list_pvcs(ctx.namespace, pulsar_v3_selector(ctx)):
