@@ -26,7 +26,10 @@ JSON = dict[str, Any]
 
 
 class RawWatch(watch.Watch):
-    """A watch that yields the API's JSON as is: no model validation that could drop an event."""
+    """A watch that yields the API's JSON as is: no model validation that could drop an event.
+
+    Not ``stream(..., deserialize=False)``: that path skips the ``raw_object`` key its own ERROR
+    handling then reads (kubernetes 37), so a 410 Gone would raise KeyError instead of ApiException."""
 
     def get_return_type(self, func: Callable[..., Any]) -> None:
         return None
