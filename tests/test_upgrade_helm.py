@@ -12,6 +12,7 @@ decided.
 
 from __future__ import annotations
 
+import json
 import time
 
 from bot.cluster.helm import find_release
@@ -118,9 +119,9 @@ def test_helm_upgrade_end_to_end(world: World, slack: SlackClient) -> None:
 
     # --- backup: ConfigMap and a file in the thread
     cm = world.store.get("configmaps", "default", "my-release-pulsar-upgrade-backup")
-    assert "pulsar:\n  enabled: true" in cm["data"]["values.yaml"]
+    assert json.loads(cm["data"]["values.json"]) == original
     files = world.slack.files()
-    assert [f.name for f in files] == ["my-release-values.yaml"]
+    assert [f.name for f in files] == ["my-release-values.json"]
     root = alice.root()
     assert files[0].thread_ts == root.ts
 

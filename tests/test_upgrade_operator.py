@@ -12,6 +12,8 @@ re-creates the original resource.
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Callable
 
 import pytest
@@ -108,7 +110,8 @@ def test_operator_upgrade_end_to_end(world: World, slack: SlackClient) -> None:
     assert images == {"apachepulsar/pulsar:3.0.7"}
     assert world.pvcs("default", "app=pulsar,release=other-release") == other
     cm = world.store.get("configmaps", "default", "my-milvus-pulsar-upgrade-backup")
-    assert "pulsar-v2" in cm["data"]["milvus.yaml"]
+    saved = json.loads(cm["data"]["milvus.json"])
+    assert saved["spec"]["dependencies"]["pulsar"]["inCluster"]["chartVersion"] == "pulsar-v2"
 
 
 @pytest.mark.parametrize("status", [409, 422])

@@ -15,6 +15,11 @@ Two halves, because a release is read and written differently:
   A non-zero exit or a timeout raises ``HelmError`` carrying the command (arguments only: no
   environment, no values), the exit code and helm's stderr.
 
+Values reach helm as JSON (``values_document``), never as YAML written by a Python dumper: Helm
+parses values files with YAML 1.1 rules, where an unquoted ``1e3`` is a number, ``y``/``on`` are
+booleans and ``0755`` is octal, and PyYAML leaves such strings unquoted. JSON is YAML too, and in
+it every string is quoted, so helm reads exactly the values ``helm get values -o json`` gave.
+
 The simulator in ``sandbox/helm`` encodes with ``encode_release_data`` so the two agree by
 construction; the tests also check the decoder against a hand-built secret.
 """
@@ -23,12 +28,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import gzip
 import json
 import os
+import re
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +44,30 @@ import yaml
 RELEASE_SECRET_TYPE = "helm.sh/release.v1"
 RELEASE_SECRET_PREFIX = "sh.helm.release.v1."
 _GZIP_MAGIC = b"\x1f\x8b\x08"
+# Characters a YAML parser must not see raw inside a quoted scalar: not "printable" in YAML 1.1
+# (DEL, C1 controls, lone surrogates, BOM, U+FFFE/U+FFFF) or read as line breaks (NEL, LS, PS).
+_YAML_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
+
+
+def values_document(values: Mapping[str, Any]) -> str:
+    """``values`` as a document Helm reads back type for type: JSON, human-readable.
+
+    Non-ASCII text stays as it is (readable in the backup); the few characters YAML would
+    misread are written as ``\\uXXXX`` escapes, which JSON and YAML both understand.
+    """
+    text = json.dumps(values, indent=2, ensure_ascii=False, allow_nan=False)
+    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n"
+
+
+@contextlib.contextmanager
+def values_file(values: Mapping[str, Any]) -> Iterator[str]:
+    """A private (0600) temporary file holding ``values_document(values)``; removed on exit."""
+    with tempfile.TemporaryDirectory(prefix="helm-values-") as tmp:
+        path = os.path.join(tmp, "values.json")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(values_document(values))
+        yield path
 
 
 class ReleaseDecodeError(ValueError):
@@ -254,16 +285,19 @@ class HelmCli:
         version: str | None,
         repo_url: str | None = None,
         *,
+        upgrade: bool = False,
         wait: bool = False,
         timeout: str | None = None,
     ) -> str:
-        """``helm install RELEASE CHART -f <values file>``; the values file is private and removed."""
-        with tempfile.TemporaryDirectory(prefix="helm-values-") as tmp:
-            path = os.path.join(tmp, "values.yaml")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                yaml.safe_dump(values, fh, sort_keys=False, allow_unicode=True)
-            args = ["install", release, chart, "-f", path]
+        """``helm install RELEASE CHART -f <values file>``; the values file is private and removed.
+
+        With ``upgrade`` (a release record is left over from a failed attempt) it runs
+        ``helm upgrade RELEASE CHART --install --reset-values -f ...`` instead: the one command
+        that both replaces such a record and installs when there is none.
+        """
+        with values_file(values) as path:
+            args = ["upgrade", "--install", "--reset-values"] if upgrade else ["install"]
+            args += [release, chart, "-f", path]
             if version:
                 args += ["--version", version]
             if repo_url:

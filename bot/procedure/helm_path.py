@@ -2,20 +2,17 @@
 
 The release is read from its Helm storage Secret with the Kubernetes API (upgrade-facts.md,
 "How Helm 3 stores a release"); helm itself is only run for what changes the cluster and
-for the chart metadata. The reinstall uses ``helm install RELEASE CHART -f values``: never
-``install --reset-values``, which real helm rejects.
+for the chart metadata. The reinstall uses ``helm install RELEASE CHART -f values`` (the values as
+JSON, so that helm reads them back type for type): never ``install --reset-values``, which real
+helm rejects.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from typing import Any
 
-import yaml
-
-from bot.cluster.helm import HelmCli, HelmError, HelmRelease
+from bot.cluster.helm import HelmError, HelmRelease, values_document
 from bot.procedure.common import dig, is_milvus_25, values_diff, version_tuple, with_pulsar_v3
 from bot.procedure.context import Ctx
 from bot.procedure.detect import helm_release
@@ -170,12 +167,11 @@ def backup(ctx: Ctx) -> Done:
         ctx.record(lambda u: setattr(u, "saved", saved))
     saved_record = ctx.upgrade.saved
     assert saved_record is not None
-    values_yaml = yaml.safe_dump(saved_record["values"], sort_keys=True)
     meta = {k: v for k, v in saved_record.items() if k != "values"}
     name = write_backup(
         ctx,
-        {"values.yaml": values_yaml, "release.json": json.dumps(meta, sort_keys=True)},
-        f"{ctx.release}-values.yaml",
+        {"values.json": values_document(saved_record["values"]), "release.json": json.dumps(meta, sort_keys=True)},
+        f"{ctx.release}-values.json",
         f"{ctx.release} values before the upgrade",
         f"💾 Saved the user values of `{ctx.release}` (chart {saved_record['chart_version']}) in the upgrade record",
     )
@@ -193,29 +189,6 @@ def uninstall(ctx: Ctx) -> Done:
     ctx.set_facts(uninstalled=now())
     ctx.say("uninstalled", f"⏹️ `helm uninstall {ctx.release}` done: Milvus is stopped (downtime has begun).")
     return Done("release uninstalled")
-
-
-def install(
-    helm: HelmCli,
-    release: str,
-    namespace: str,
-    chart: str,
-    values: dict[str, Any],
-    version: str | None,
-    upgrade: bool,
-) -> str:
-    """``helm install`` (or ``helm upgrade --install`` over a failed attempt) with a private values file."""
-    if not upgrade:
-        return helm.install(release, namespace, chart, values, version)
-    with tempfile.TemporaryDirectory(prefix="helm-values-") as tmp:
-        path = os.path.join(tmp, "values.yaml")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            yaml.safe_dump(values, fh, sort_keys=False)
-        args = ["upgrade", release, chart, "--install", "--reset-values", "-f", path]
-        if version:
-            args += ["--version", version]
-        return helm.run(args, namespace=namespace)
 
 
 def reinstall_target(ctx: Ctx) -> dict[str, Any]:
@@ -245,7 +218,7 @@ def reinstall(ctx: Ctx) -> Done | Ask:
     ensure_repo(ctx)
     version = cp.target.get("version")
     ctx.set_facts(reinstall_started=now())
-    install(ctx.helm, ctx.release, ctx.namespace, ctx.settings.helm_chart, values, version, release is not None)
+    ctx.helm.install(ctx.release, ctx.namespace, ctx.settings.helm_chart, values, version, upgrade=release is not None)
     ctx.say(
         "reinstalled",
         f"▶️ Installed `{ctx.release}` with chart {ctx.settings.helm_chart} {version} and Pulsar V3. Waiting for pods…",
@@ -262,13 +235,12 @@ def restore(ctx: Ctx) -> str:
     if release is not None and release.status == "deployed":
         return "the release is already installed; nothing to do"
     ensure_repo(ctx)
-    install(
-        ctx.helm,
+    ctx.helm.install(
         ctx.release,
         ctx.namespace,
         ctx.settings.helm_chart,
         saved["values"],
         saved["chart_version"],
-        release is not None,
+        upgrade=release is not None,
     )
     return f"reinstalled `{ctx.release}` with its original values (chart {saved['chart_version']}, Pulsar V2)"

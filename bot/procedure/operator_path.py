@@ -15,8 +15,7 @@ import copy
 import time
 from typing import Any
 
-import yaml
-
+from bot.cluster.helm import values_document
 from bot.cluster.kube import (
     KubeError,
     create_milvus,
@@ -192,11 +191,10 @@ def backup(ctx: Ctx) -> Done:
         ctx.record(lambda u: setattr(u, "saved", saved))
     saved_record = ctx.upgrade.saved
     assert saved_record is not None
-    manifest_yaml = yaml.safe_dump(saved_record["manifest"], sort_keys=True)
     name = write_backup(
         ctx,
-        {"milvus.yaml": manifest_yaml},
-        f"{ctx.release}-milvus.yaml",
+        {"milvus.json": values_document(saved_record["manifest"])},
+        f"{ctx.release}-milvus.json",
         f"Milvus resource {ctx.release} before the upgrade",
         f"💾 Saved the Milvus resource `{ctx.release}` in the upgrade record",
     )
