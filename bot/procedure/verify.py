@@ -7,14 +7,14 @@ from bot.cluster.milvus import MilvusHttpError
 from bot.procedure.context import Ctx
 from bot.procedure.operator_path import verify_images
 from bot.procedure.outcome import Done, StepError, Temporary
-from bot.procedure.volumes import pulsar_v2_selector
+from bot.procedure.volumes import helm_pulsar_selector, pulsar_v2_selector
 from state.model import now
 
 
 def pulsar_v3_selector(ctx: Ctx) -> str:
     if ctx.upgrade.mode == "operator":
         return f"app=pulsar,release={ctx.release}-pulsar"
-    return f"app=pulsarv3,release={ctx.release}"
+    return helm_pulsar_selector(ctx.release, v3=True)
 
 
 def verify(ctx: Ctx) -> Done:

@@ -19,10 +19,19 @@ from state.model import APPROVED
 JSON = dict[str, Any]
 
 
+def helm_pulsar_selector(release: str, v3: bool = False) -> str:
+    """The labels of the PVCs of the chart's Pulsar V2 (``app=pulsar``) or V3 (``app=pulsarv3``).
+
+    They come from the Pulsar StatefulSets' selectors, which the StatefulSet controller copies
+    onto each claim (tests/test_chart_facts.py checks this against every vendored chart)."""
+    return f"app={'pulsarv3' if v3 else 'pulsar'},release={release}"
+
+
 def pulsar_v2_selector(ctx: Ctx) -> str:
     """Helm labels Pulsar V2 ``release=<release>``; the operator names its Pulsar release ``<name>-pulsar``."""
-    release = ctx.release if ctx.upgrade.mode != "operator" else f"{ctx.release}-pulsar"
-    return f"app=pulsar,release={release}"
+    if ctx.upgrade.mode == "operator":
+        return f"app=pulsar,release={ctx.release}-pulsar"
+    return helm_pulsar_selector(ctx.release)
 
 
 def list_volumes(ctx: Ctx) -> tuple[list[JSON], list[JSON]]:
