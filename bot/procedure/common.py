@@ -89,8 +89,12 @@ def describe_pv(pv: JSON) -> JSON:
 
 
 def pod_ready(pod: JSON) -> bool:
+    """Ready, or finished: a Job's pod (the chart's pulsar-init, bookie-init) ends Succeeded and
+    is never Ready again, and waiting for it would wait forever."""
     if dig(pod, "metadata", "deletionTimestamp"):
         return False
+    if dig(pod, "status", "phase") == "Succeeded":
+        return True
     for cond in dig(pod, "status", "conditions") or []:
         if cond.get("type") == "Ready":
             return cond.get("status") == "True"

@@ -1,4 +1,4 @@
-"""Wait until every pod of the release is Ready: Kubernetes watch first, polling as fallback.
+"""Wait until every pod of the release is Ready (or, for a Job's pod, Succeeded): watch first, polling as fallback.
 
 One run of the step watches for at most ``limits.watch_chunk`` seconds and then hands back
 to the runner (``Wait(0)``), so a restart or a lost lease never leaves a thread blocked on a
