@@ -26,18 +26,23 @@ Behaviours covered:
 
 from __future__ import annotations
 
+import copy
 import re
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import yaml
 from kubernetes import client, config, watch
 
+from sandbox import tools
+from sandbox.chartrepo import chart_path
 from sandbox.kube.controllers import ClusterSim
 from sandbox.kube.server import KubeApiServer
-from sandbox.kube.store import Store
+from sandbox.kube.store import RESOURCES, ApiError, Store
 
 NS = "team"
 MILVUS = "milvuses.milvus.io"
@@ -363,7 +368,7 @@ def test_deployment_pods_roll_on_template_change_and_cascade_on_delete(store: St
     for pod in pods:
         assert re.fullmatch(rf"web-{template_hash}-[a-z0-9]{{5}}", pod["metadata"]["name"])
         assert len(template_hash) == 10
-        assert pod["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
+        assert pod["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"
     status = store.get("deployments.apps", NS, "web")["status"]
     assert status["replicas"] == status["readyReplicas"] == status["availableReplicas"] == 2
     assert status["observedGeneration"] == 1
@@ -599,3 +604,306 @@ def test_kubernetes_client_watch_sees_pod_turn_ready(store: Store, sim: ClusterS
         sts = apps.read_namespaced_stateful_set("e2e", NS)
         assert sts.status is not None and sts.status.ready_replicas == 1
         api.close()
+
+
+# ---- ReplicaSets, Jobs, GC, StorageClass, defaults ------------------------------------------
+
+
+def job(name: str, **spec: Any) -> Obj:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "init", "image": "busybox"}]}},
+            **spec,
+        },
+    }
+
+
+def test_deployment_owns_a_replicaset_which_owns_the_pods(store: Store, sim: ClusterSim) -> None:
+    deploy = store.create("deployments.apps", deployment("web", replicas=2))
+    sim.settle()
+    (rs,) = store.list("replicasets.apps", NS)
+    template_hash = rs["metadata"]["labels"]["pod-template-hash"]
+    assert rs["metadata"]["name"] == f"web-{template_hash}"
+    assert rs["metadata"]["ownerReferences"][0]["uid"] == deploy["metadata"]["uid"]
+    assert rs["metadata"]["ownerReferences"][0]["controller"] is True
+    assert rs["spec"]["selector"]["matchLabels"] == {"app": "web", "pod-template-hash": template_hash}
+    assert rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
+    assert rs["status"]["readyReplicas"] == rs["status"]["availableReplicas"] == 2
+    for pod in store.list("pods", NS):
+        assert pod["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"
+        assert pod["metadata"]["ownerReferences"][0]["uid"] == rs["metadata"]["uid"]
+    live = store.get("deployments.apps", NS, "web")
+    assert live["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
+    assert live["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"},
+    }
+    status = live["status"]
+    assert status["observedGeneration"] == 1 and status["updatedReplicas"] == 2
+    assert "unavailableReplicas" not in status
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert conds["Available"]["status"] == "True" and conds["Available"]["reason"] == "MinimumReplicasAvailable"
+    assert conds["Progressing"]["reason"] == "NewReplicaSetAvailable"
+    assert conds["Progressing"]["message"] == f'ReplicaSet "web-{template_hash}" has successfully progressed.'
+    assert all(c["lastUpdateTime"] and c["lastTransitionTime"] for c in conds.values())
+
+
+def test_recreate_strategy_removes_old_pods_before_new_ones(store: Store, sim: ClusterSim) -> None:
+    body = deployment("rec", replicas=2)
+    body["spec"]["strategy"] = {"type": "Recreate"}
+    store.create("deployments.apps", body)
+    sim.settle()
+    old_pods = {p["metadata"]["name"] for p in store.list("pods", NS)}
+    overlap: list[bool] = []
+
+    def on_change(event: str, key: str, obj: Obj) -> None:
+        if key == "pods" and event == "ADDED":
+            overlap.append(bool(old_pods & {p["metadata"]["name"] for p in store.list("pods", NS)}))
+
+    unsubscribe = store.subscribe(on_change)
+    store.patch("deployments.apps", NS, "rec", {"spec": {"template": {"metadata": {"labels": {"v": "2"}}}}}, "merge")
+    sim.settle()
+    unsubscribe()
+    assert overlap and not any(overlap)
+    rss = {
+        rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]: rs
+        for rs in store.list("replicasets.apps", NS)
+    }
+    assert rss["1"]["spec"]["replicas"] == 0 and rss["2"]["spec"]["replicas"] == 2
+    assert (
+        store.get("deployments.apps", NS, "rec")["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
+    )
+
+
+def test_background_delete_of_a_deployment_cascades_through_the_replicaset(store: Store, sim: ClusterSim) -> None:
+    store.create("deployments.apps", deployment("bg", replicas=2))
+    sim.settle()
+    store.delete("deployments.apps", NS, "bg")
+    sim.settle()
+    assert store.list("replicasets.apps", NS) == [] and store.list("pods", NS) == []
+
+
+def test_foreground_delete_of_a_deployment_waits_for_replicasets_and_pods(store: Store, sim: ClusterSim) -> None:
+    store.create("deployments.apps", deployment("fg", replicas=1))
+    sim.settle()
+    marked = store.delete("deployments.apps", NS, "fg", propagation_policy="Foreground")
+    assert marked["metadata"]["finalizers"] == ["foregroundDeletion"]
+    sim.settle()
+    assert store.try_get("deployments.apps", NS, "fg") is None
+    assert store.list("replicasets.apps", NS) == [] and store.list("pods", NS) == []
+
+
+def test_job_defaults_selector_and_immutable_fields(store: Store) -> None:
+    created = store.create("jobs.batch", job("init"))
+    uid = created["metadata"]["uid"]
+    spec = created["spec"]
+    assert spec["selector"] == {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+    assert spec["template"]["metadata"]["labels"] == {
+        "batch.kubernetes.io/controller-uid": uid,
+        "batch.kubernetes.io/job-name": "init",
+        "controller-uid": uid,
+        "job-name": "init",
+    }
+    assert (spec["parallelism"], spec["completions"], spec["backoffLimit"]) == (1, 1, 6)
+    assert spec["completionMode"] == "NonIndexed" and spec["suspend"] is False
+    assert spec["podReplacementPolicy"] == "TerminatingOrFailed" and "manualSelector" not in spec
+    assert created["status"] == {}
+    changed = copy.deepcopy(created)
+    changed["spec"]["template"]["spec"]["containers"][0]["image"] = "busybox:2"
+    with pytest.raises(ApiError) as err:
+        store.replace("jobs.batch", changed)
+    assert err.value.code == 422
+    assert 'Job.batch "init" is invalid: spec.template: Invalid value: ' in err.value.message
+    assert err.value.message.endswith("field is immutable")
+    bad = job("always")
+    bad["spec"]["template"]["spec"].pop("restartPolicy")
+    with pytest.raises(ApiError) as err:
+        store.create("jobs.batch", bad)
+    assert err.value.message == (
+        'Job.batch "always" is invalid: spec.template.spec.restartPolicy: '
+        'Unsupported value: "Always": supported values: "OnFailure", "Never"'
+    )
+
+
+def test_job_runs_a_pod_to_completion(store: Store, sim: ClusterSim) -> None:
+    created = store.create("jobs.batch", job("init"))
+    sim.settle()
+    (pod,) = store.list("pods", NS)
+    assert re.fullmatch(r"init-[a-z0-9]{5}", pod["metadata"]["name"])
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
+    assert pod["metadata"]["labels"]["job-name"] == "init"
+    assert pod["status"]["phase"] == "Succeeded" and not ready(pod)
+    (cs,) = pod["status"]["containerStatuses"]
+    assert cs["state"]["terminated"]["exitCode"] == 0 and cs["state"]["terminated"]["reason"] == "Completed"
+    assert cs["ready"] is False
+    status = store.get("jobs.batch", NS, "init")["status"]
+    assert status["succeeded"] == 1 and "active" not in status
+    assert status["ready"] == 0 and status["terminating"] == 0 and status["uncountedTerminatedPods"] == {}
+    assert status["startTime"] and status["completionTime"]
+    assert [(c["type"], c["status"], c["reason"]) for c in status["conditions"]] == [
+        ("SuccessCriteriaMet", "True", "CompletionsReached"),
+        ("Complete", "True", "CompletionsReached"),
+    ]
+    store.delete("jobs.batch", NS, "init")
+    sim.settle()
+    assert store.list("pods", NS) == []
+
+
+def test_service_defaults_and_immutable_cluster_ip(store: Store) -> None:
+    svc = store.create(
+        "services",
+        {"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}},
+        namespace=NS,
+    )
+    spec = svc["spec"]
+    ip = spec["clusterIP"]
+    parts = [int(x) for x in ip.split(".")]
+    assert parts[0] == 10 and 96 <= parts[1] <= 111 and spec["clusterIPs"] == [ip]
+    assert spec["ipFamilies"] == ["IPv4"] and spec["ipFamilyPolicy"] == "SingleStack"
+    assert spec["sessionAffinity"] == "None" and spec["internalTrafficPolicy"] == "Cluster"
+    assert spec["ports"] == [{"port": 80, "protocol": "TCP", "targetPort": 80}]
+    headless = store.create(
+        "services",
+        {"metadata": {"name": "db"}, "spec": {"clusterIP": "None", "selector": {"app": "db"}}},
+        namespace=NS,
+    )
+    assert headless["spec"]["clusterIPs"] == ["None"]
+    again = copy.deepcopy(svc)  # an update without clusterIP keeps the allocated one
+    del again["spec"]["clusterIP"], again["spec"]["clusterIPs"]
+    again["metadata"]["labels"] = {"x": "y"}
+    assert store.replace("services", again)["spec"]["clusterIP"] == ip
+    moved = store.get("services", NS, "web")
+    moved["spec"]["clusterIP"] = "10.96.200.200"
+    moved["spec"]["clusterIPs"] = ["10.96.200.200"]
+    with pytest.raises(ApiError) as err:
+        store.replace("services", moved)
+    assert err.value.message == (
+        'Service "web" is invalid: spec.clusterIPs[0]: '
+        'Invalid value: []string{"10.96.200.200"}: may not change once set'
+    )
+
+
+def test_default_storage_class_and_crd_and_default_service_account(store: Store, sim: ClusterSim) -> None:
+    sim.settle()
+    sc = store.get("storageclasses.storage.k8s.io", None, "standard")
+    assert sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+    assert sc["reclaimPolicy"] == "Delete" and sc["volumeBindingMode"] == "Immediate"
+    crd = store.get("customresourcedefinitions.apiextensions.k8s.io", None, "milvuses.milvus.io")
+    assert crd["spec"]["names"]["plural"] == "milvuses"
+    assert {c["type"]: c["status"] for c in crd["status"]["conditions"]}["Established"] == "True"
+    assert store.try_get("serviceaccounts", NS, "default") is not None
+    sim.set_reclaim_policy("Retain")
+    assert store.get("storageclasses.storage.k8s.io", None, "standard")["reclaimPolicy"] == "Retain"
+    store.create(
+        "persistentvolumeclaims",
+        {
+            "metadata": {"name": "bare"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        },
+        namespace=NS,
+    )
+    sim.settle()
+    pvc = store.get("persistentvolumeclaims", NS, "bare")
+    assert pvc["spec"]["storageClassName"] == "standard" and pvc["status"]["phase"] == "Bound"
+    pv = store.get("persistentvolumes", None, pvc["spec"]["volumeName"])
+    assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+    with pytest.raises(ApiError) as err:
+        sc = store.get("storageclasses.storage.k8s.io", None, "standard")
+        sc["reclaimPolicy"] = "Delete"
+        store.replace("storageclasses.storage.k8s.io", sc)
+    assert err.value.message.endswith("reclaimPolicy: Forbidden: updates to reclaimPolicy are forbidden.")
+
+
+def test_pod_disruption_budget_status(store: Store, sim: ClusterSim) -> None:
+    store.create("deployments.apps", deployment("pdbd", replicas=2))
+    store.create(
+        "poddisruptionbudgets.policy",
+        {"metadata": {"name": "pdbd"}, "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "pdbd"}}}},
+        namespace=NS,
+    )
+    sim.settle()
+    status = store.get("poddisruptionbudgets.policy", NS, "pdbd")["status"]
+    assert (status["expectedPods"], status["currentHealthy"], status["desiredHealthy"]) == (2, 2, 1)
+    assert status["disruptionsAllowed"] == 1 and status["observedGeneration"] == 1
+    assert status["conditions"][0]["reason"] == "SufficientPods"
+
+
+CHART = chart_path("4.2.58")
+V2_VALUES = (
+    "cluster.enabled=true",
+    "pulsar.enabled=true",
+    "pulsarv3.enabled=false",
+    "etcd.replicaCount=1",
+    "minio.mode=standalone",
+)
+
+
+def test_real_milvus_chart_with_pulsar_v2_settles(store: Store) -> None:
+    args = [tools.helm(4), "template", "my-release", str(CHART)]
+    for value in V2_VALUES:
+        args += ["--set", value]
+    rendered = subprocess.run(args, check=True, capture_output=True, text=True, timeout=120).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    by_kind = {(rt.api_version, rt.kind): rt.key for rt in RESOURCES.values()}
+    cluster = _start(store, operator_version=None, pod_ready_seconds=0.01)
+    try:
+        for doc in docs:
+            store.create(by_kind[(doc["apiVersion"], doc["kind"])], doc, namespace="default")
+        cluster.settle(timeout=120)
+        assert cluster.errors == []
+        kinds = {d["kind"] for d in docs}
+        assert {"Deployment", "StatefulSet", "Job", "ServiceAccount", "Role", "RoleBinding"} <= kinds
+        for deploy in store.list("deployments.apps", "default"):
+            conds = {c["type"]: c for c in deploy["status"]["conditions"]}
+            assert conds["Available"]["status"] == "True", deploy["metadata"]["name"]
+            assert conds["Progressing"]["reason"] == "NewReplicaSetAvailable"
+            assert deploy["status"]["observedGeneration"] == deploy["metadata"]["generation"]
+        for sts in store.list("statefulsets.apps", "default"):
+            status = sts["status"]
+            assert status.get("readyReplicas") == sts["spec"]["replicas"], sts["metadata"]["name"]
+            assert status["currentRevision"] == status["updateRevision"]
+        jobs = store.list("jobs.batch", "default")
+        assert len(jobs) == 2
+        for j in jobs:
+            assert {c["type"]: c["status"] for c in j["status"]["conditions"]}["Complete"] == "True"
+        for pod in store.list("pods", "default"):
+            if (pod["metadata"]["ownerReferences"][0]["kind"]) == "Job":
+                assert pod["status"]["phase"] == "Succeeded"
+            else:
+                assert ready(pod), pod["metadata"]["name"]
+        _assert_pulsar_v2_claims(store)
+        assert store.try_get("persistentvolumeclaims", "default", "data-my-release-etcd-0") is not None
+        assert store.get("persistentvolumeclaims", "default", "my-release-minio")["status"]["phase"] == "Bound"
+        _uninstall(store, docs, by_kind)
+        cluster.settle(timeout=60)
+        for key in ("pods", "replicasets.apps", "controllerrevisions.apps", "deployments.apps", "statefulsets.apps"):
+            assert store.list(key, "default") == [], key
+        assert store.try_get("persistentvolumeclaims", "default", "data-my-release-etcd-0") is not None
+        assert store.try_get("persistentvolumeclaims", "default", "my-release-minio") is not None
+        assert cluster.errors == []
+    finally:
+        cluster.stop()
+
+
+def _uninstall(store: Store, docs: list[Obj], by_kind: dict[tuple[str, str], str]) -> None:
+    """What `helm uninstall` does: delete every manifest object (background) but the kept ones."""
+    for doc in docs:
+        if (doc["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") != "keep":
+            store.delete(by_kind[(doc["apiVersion"], doc["kind"])], "default", doc["metadata"]["name"])
+
+
+def _assert_pulsar_v2_claims(store: Store) -> None:
+    for component in ("bookie", "zookeeper"):
+        pvcs = store.list(
+            "persistentvolumeclaims",
+            "default",
+            label_selector=f"app=pulsar,release=my-release,component={component}",
+        )
+        assert pvcs, component
+        for pvc in pvcs:
+            assert pvc["status"]["phase"] == "Bound"
+            pv = store.get("persistentvolumes", None, pvc["spec"]["volumeName"])
+            assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete"

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox.kube import validation
+from sandbox.kube import crds, validation
 from sandbox.kube.patch import PatchApplyError, PatchFormatError, json_patch, merge_patch
 from sandbox.kube.selectors import (
     SelectorError,
@@ -72,6 +72,9 @@ Subscriber = Callable[[str, str, dict[str, Any]], None]
 # (resourceVersion, event type, key, object, previous object or None) -- shared, never mutate
 Event = tuple[int, str, str, dict[str, Any], dict[str, Any] | None]
 WatchListener = Callable[[Event], None]
+# Called with (live object or None on create, the object about to be written) inside the lock,
+# right before the write; may set metadata.managedFields (see sandbox.kube.managed).
+Manage = Callable[[dict[str, Any] | None, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,9 @@ class ResourceType:
 
     @property
     def tracks_generation(self) -> bool:
-        return self.group != ""
+        return self.group not in ("", "rbac.authorization.k8s.io", "storage.k8s.io") and self.plural != (
+            "controllerrevisions"
+        )
 
     @property
     def qualified_kind(self) -> str:
@@ -146,6 +151,20 @@ _RESOURCE_LIST: list[ResourceType] = [
         categories=("all",)),
     _rt("apps", "v1", "statefulsets", "StatefulSet", True, ("sts",), status_subresource=True,
         categories=("all",)),
+    _rt("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",), status_subresource=True,
+        categories=("all",)),
+    _rt("apps", "v1", "controllerrevisions", "ControllerRevision", True),
+    _rt("batch", "v1", "jobs", "Job", True, (), status_subresource=True, categories=("all",)),
+    _rt("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",)),
+    _rt("rbac.authorization.k8s.io", "v1", "roles", "Role", True, (), name_rule="path"),
+    _rt("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, (), name_rule="path"),
+    _rt("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, (), name_rule="path"),
+    _rt("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False, (),
+        name_rule="path"),
+    _rt("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",), status_subresource=True),
+    _rt("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, ("sc",)),
+    _rt("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
+        ("crd", "crds"), status_subresource=True, categories=("api-extensions",)),
     _rt("milvus.io", "v1beta1", "milvuses", "Milvus", True, ("mi",), status_subresource=True, crd=True),
     _rt("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False,
         verbs=("create",)),
@@ -260,6 +279,8 @@ class Store:
         self._delivering = False
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.ensure_namespace(ns)
+        for key, builtin in crds.builtin_objects():
+            self.create(key, builtin, keep_status=True)
 
     # -- lookups --
 
@@ -347,7 +368,14 @@ class Store:
                 self.create("namespaces", {"metadata": {"name": name}})
 
     def create(
-        self, key: str, obj: dict[str, Any], namespace: str | None = None, *, keep_status: bool = False
+        self,
+        key: str,
+        obj: dict[str, Any],
+        namespace: str | None = None,
+        *,
+        keep_status: bool = False,
+        manage: Manage | None = None,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
         rt = self._type(key, "create")
         if not rt.storable:
@@ -361,9 +389,21 @@ class Store:
             name = self._assign_name(rt, meta, ns)
             self._stamp_new(rt, new, keep_status)
             self._validate(rt, new, name)
+            if manage is not None:
+                manage(None, new)
+            if dry_run:
+                return copy.deepcopy(new)
             return self._commit("ADDED", rt, new)
 
-    def replace(self, key: str, obj: dict[str, Any], *, subresource: str | None = None) -> dict[str, Any]:
+    def replace(
+        self,
+        key: str,
+        obj: dict[str, Any],
+        *,
+        subresource: str | None = None,
+        manage: Manage | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
         rt = self._type(key, "update")
         new = self._prepare_body(rt, obj)
         meta = new["metadata"]
@@ -376,7 +416,7 @@ class Store:
             rv = meta.get("resourceVersion")
             if not rv and rt.crd:
                 raise invalid(rt, name, [invalid_rv()])
-            return self._update(rt, old, new, subresource)
+            return self._update(rt, old, new, subresource, manage, dry_run)
 
     def patch(
         self,
@@ -387,6 +427,8 @@ class Store:
         patch_type: str,
         *,
         subresource: str | None = None,
+        manage: Manage | None = None,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
         rt = self._type(key, "patch")
         ns = self._ns(rt, namespace)
@@ -409,7 +451,7 @@ class Store:
                     "the namespace of the provided object does not match the namespace sent on the request"
                 )
             new = self._prepare_body(rt, doc)
-            return self._update(rt, old, new, subresource)
+            return self._update(rt, old, new, subresource, manage, dry_run)
 
     def delete(
         self,
@@ -420,6 +462,7 @@ class Store:
         uid: str | None = None,
         resource_version: str | None = None,
         propagation_policy: str | None = None,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
         """Delete (or mark for deletion) one object.
 
@@ -445,6 +488,8 @@ class Store:
                     f"ResourceVersion in object meta: {meta['resourceVersion']}"
                 )
                 raise conflict(rt, name, why)
+            if dry_run:  # every check passed; nothing is written
+                return copy.deepcopy(old)
             if key == "namespaces":
                 return self._delete_namespace(old)
             old = self._apply_propagation(rt, old, propagation_policy)
@@ -613,7 +658,13 @@ class Store:
         raise unsupported_patch(rt)
 
     def _update(
-        self, rt: ResourceType, old: dict[str, Any], new: dict[str, Any], subresource: str | None
+        self,
+        rt: ResourceType,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        subresource: str | None,
+        manage: Manage | None = None,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
         name = old["metadata"]["name"]
         rv = new["metadata"].get("resourceVersion")
@@ -626,8 +677,12 @@ class Store:
         merged = self._merge_for_update(rt, old, new, subresource)
         self._check_immutable(rt, old, new, merged)
         self._validate(rt, merged, name)
+        if manage is not None:
+            manage(old, merged)
         if _content(merged) == _content(old):
             return copy.deepcopy(old)  # a no-op update writes nothing, like the real server
+        if dry_run:
+            return copy.deepcopy(merged)
         if rt.tracks_generation and _spec_part(merged) != _spec_part(old):
             merged["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
         if merged["metadata"].get("deletionTimestamp") and not merged["metadata"].get("finalizers"):
@@ -667,8 +722,7 @@ class Store:
                 merged.pop("status", None)
         if rt.key == "namespaces":
             merged["spec"] = copy.deepcopy(old.get("spec", {}))
-        if rt.key == "secrets":
-            validation.apply_defaults("secrets", merged)
+        validation.apply_update_defaults(rt.key, old, merged)
         return merged
 
     @staticmethod
@@ -692,6 +746,7 @@ class Store:
                 )
         if old.get("immutable") and any(old.get(f) != merged.get(f) for f in ("data", "binaryData")):
             causes.append(validation.forbidden("data", "field is immutable when `immutable` is set"))
+        causes += validation.update_causes(rt.key, old, merged)
         if causes:
             raise invalid(rt, name, causes)
 

@@ -55,6 +55,7 @@ _PV_NON_SOURCE_KEYS = {
 }
 
 _cluster_ips = itertools.count(10)
+_node_ports = itertools.count(0)
 
 
 class Cause(NamedTuple):
@@ -84,6 +85,14 @@ def forbidden(field: str, detail: str) -> Cause:
 
 def name_causes(name: str, rule: str) -> list[Cause]:
     """Validate metadata.name under rule 'subdomain' (253), 'label' (63) or 'dns1035' (63)."""
+    if rule == "path":  # path.IsValidPathSegmentName (RBAC objects)
+        for bad in (".", ".."):
+            if name == bad:
+                return [invalid("metadata.name", name, f"may not be '{bad}'")]
+        for bad in ("/", "%"):
+            if bad in name:
+                return [invalid("metadata.name", name, f"may not contain '{bad}'")]
+        return []
     if rule == "subdomain":
         if len(name) > 253:
             return [invalid("metadata.name", name, "must be no more than 253 characters")]
@@ -213,10 +222,118 @@ def _bad_byte(value: str) -> int:
     return max(len(value) - 1, 0)
 
 
+def _job_causes(obj: dict[str, Any]) -> list[Cause]:
+    spec = obj.get("spec") or {}
+    template = spec.get("template") or {}
+    causes: list[Cause] = []
+    pod_spec = template.get("spec") or {}
+    if not pod_spec.get("containers"):
+        causes.append(required("spec.template.spec.containers"))
+    policy = pod_spec.get("restartPolicy") or "Always"  # what SetDefaults_PodSpec would fill in
+    if policy not in ("OnFailure", "Never"):
+        causes.append(
+            Cause(
+                "FieldValueNotSupported",
+                "spec.template.spec.restartPolicy",
+                f'Unsupported value: "{policy}": supported values: "OnFailure", "Never"',
+            )
+        )
+    selector = spec.get("selector")
+    if not selector:
+        causes.append(required("spec.selector"))
+        return causes
+    uid = obj["metadata"].get("uid", "")
+    if spec.get("manualSelector") is not True and selector != {"matchLabels": {JOB_UID_LABELS[0]: uid}}:
+        causes.append(invalid("spec.selector", go_selector(selector), "`selector` not auto-generated"))
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        causes.append(
+            invalid("spec.template.metadata.labels", go_map(labels), "`selector` does not match template `labels`")
+        )
+    for field in ("parallelism", "completions", "backoffLimit"):
+        value = spec.get(field)
+        if isinstance(value, int) and value < 0:
+            causes.append(invalid(f"spec.{field}", value, "must be greater than or equal to 0"))
+    return causes
+
+
+def _pdb_causes(obj: dict[str, Any]) -> list[Cause]:
+    spec = obj.get("spec") or {}
+    if spec.get("minAvailable") is not None and spec.get("maxUnavailable") is not None:
+        return [
+            invalid("spec", "policy.PodDisruptionBudgetSpec{...}", "minAvailable and maxUnavailable cannot be both set")
+        ]
+    return []
+
+
+def _binding_causes(obj: dict[str, Any]) -> list[Cause]:
+    ref = obj.get("roleRef") or {}
+    causes = []
+    if not ref.get("kind"):
+        causes.append(
+            Cause(
+                "FieldValueNotSupported",
+                "roleRef.kind",
+                'Unsupported value: "": supported values: "Role", "ClusterRole"',
+            )
+        )
+    if not ref.get("name"):
+        causes.append(required("roleRef.name"))
+    for i, subject in enumerate(obj.get("subjects") or []):
+        if not subject.get("name"):
+            causes.append(required(f"subjects[{i}].name"))
+        if (
+            subject.get("kind") == "ServiceAccount"
+            and not subject.get("namespace")
+            and obj["kind"] == "ClusterRoleBinding"
+        ):
+            causes.append(required(f"subjects[{i}].namespace"))
+    return causes
+
+
+def _storage_class_causes(obj: dict[str, Any]) -> list[Cause]:
+    causes = []
+    if not obj.get("provisioner"):
+        causes.append(required("provisioner"))
+    if obj.get("reclaimPolicy") not in ("Delete", "Retain"):
+        causes.append(
+            Cause(
+                "FieldValueNotSupported",
+                "reclaimPolicy",
+                f'Unsupported value: "{obj.get("reclaimPolicy")}": supported values: "Delete", "Retain"',
+            )
+        )
+    if obj.get("volumeBindingMode") not in ("Immediate", "WaitForFirstConsumer"):
+        causes.append(
+            Cause(
+                "FieldValueNotSupported",
+                "volumeBindingMode",
+                f'Unsupported value: "{obj.get("volumeBindingMode")}": '
+                'supported values: "Immediate", "WaitForFirstConsumer"',
+            )
+        )
+    return causes
+
+
+def _crd_causes(obj: dict[str, Any]) -> list[Cause]:
+    spec = obj.get("spec") or {}
+    expected = f"{(spec.get('names') or {}).get('plural', '')}.{spec.get('group', '')}"
+    if obj["metadata"].get("name") != expected:
+        return [invalid("metadata.name", obj["metadata"].get("name", ""), 'must be spec.names.plural+"."+spec.group')]
+    return []
+
+
 KIND_VALIDATORS: dict[str, Callable[[dict[str, Any]], list[Cause]]] = {
     "pods": _pod_causes,
     "deployments.apps": _workload_causes,
     "statefulsets.apps": _workload_causes,
+    "replicasets.apps": _workload_causes,
+    "jobs.batch": _job_causes,
+    "poddisruptionbudgets.policy": _pdb_causes,
+    "rolebindings.rbac.authorization.k8s.io": _binding_causes,
+    "clusterrolebindings.rbac.authorization.k8s.io": _binding_causes,
+    "storageclasses.storage.k8s.io": _storage_class_causes,
+    "customresourcedefinitions.apiextensions.k8s.io": _crd_causes,
     "persistentvolumeclaims": _pvc_causes,
     "persistentvolumes": _pv_causes,
 }
@@ -246,18 +363,37 @@ def _default_secret(obj: dict[str, Any]) -> None:
             data[k] = base64.b64encode(v.encode()).decode()
 
 
+def _next_cluster_ip() -> str:
+    """The next free address of the service CIDR 10.96.0.0/12 (10.96.0.1 is the kubernetes Service)."""
+    n = next(_cluster_ips) % (1 << 20)
+    return f"10.{96 + (n >> 16)}.{(n >> 8) & 255}.{n & 255}"
+
+
 def _default_service(obj: dict[str, Any]) -> None:
     spec = obj.setdefault("spec", {})
     spec.setdefault("type", "ClusterIP")
     spec.setdefault("sessionAffinity", "None")
-    if spec["type"] != "ExternalName" and not spec.get("clusterIP"):
-        n = next(_cluster_ips)
-        spec["clusterIP"] = f"10.96.{(n // 250) % 250}.{n % 250 + 1}"
-    if spec.get("clusterIP"):
-        spec.setdefault("clusterIPs", [spec["clusterIP"]])
+    external_name = spec["type"] == "ExternalName"
+    if not external_name:
+        if not spec.get("clusterIP"):
+            spec["clusterIP"] = _next_cluster_ip()
+        if not spec.get("clusterIPs"):
+            spec["clusterIPs"] = [spec["clusterIP"]]
+        spec.setdefault("ipFamilies", ["IPv4"])
+        headless_no_selector = spec["clusterIP"] == "None" and not spec.get("selector")
+        spec.setdefault("ipFamilyPolicy", "RequireDualStack" if headless_no_selector else "SingleStack")
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+    if spec["type"] in ("NodePort", "LoadBalancer"):
+        spec.setdefault("externalTrafficPolicy", "Cluster")
+        for port in spec.get("ports") or []:
+            if not port.get("nodePort"):
+                port["nodePort"] = 30000 + next(_node_ports) % 2768
+    if spec["type"] == "LoadBalancer":
+        spec.setdefault("allocateLoadBalancerNodePorts", True)
     for port in spec.get("ports") or []:
         port.setdefault("protocol", "TCP")
-        port.setdefault("targetPort", port.get("port"))
+        if port.get("targetPort") in (None, 0, ""):
+            port["targetPort"] = port.get("port")
 
 
 def _default_namespace(obj: dict[str, Any]) -> None:
@@ -272,12 +408,87 @@ def _default_workload(obj: dict[str, Any]) -> None:
         spec["replicas"] = 1
 
 
+def _default_deployment(obj: dict[str, Any]) -> None:
+    _default_workload(obj)
+    spec = obj["spec"]
+    strategy = spec.setdefault("strategy", {})
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        rolling = strategy.setdefault("rollingUpdate", {})
+        rolling.setdefault("maxUnavailable", "25%")
+        rolling.setdefault("maxSurge", "25%")
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+
+
+def _default_statefulset(obj: dict[str, Any]) -> None:
+    _default_workload(obj)
+    spec = obj["spec"]
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    strategy = spec.setdefault("updateStrategy", {})
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        strategy.setdefault("rollingUpdate", {}).setdefault("partition", 0)
+    spec.setdefault("revisionHistoryLimit", 10)
+    retention = spec.setdefault("persistentVolumeClaimRetentionPolicy", {})
+    retention.setdefault("whenDeleted", "Retain")
+    retention.setdefault("whenScaled", "Retain")
+    for template in spec.get("volumeClaimTemplates") or []:
+        template.setdefault("apiVersion", "v1")
+        template.setdefault("kind", "PersistentVolumeClaim")
+        template.setdefault("spec", {}).setdefault("volumeMode", "Filesystem")
+
+
+JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+
+
+def _default_job(obj: dict[str, Any]) -> None:
+    """SetDefaults_Job plus the registry's generateSelector (create only: it needs the uid)."""
+    spec = obj.setdefault("spec", {})
+    if spec.get("completions") is None and spec.get("parallelism") is None:
+        spec["completions"] = 1
+    if spec.get("parallelism") is None:
+        spec["parallelism"] = 1
+    if spec.get("backoffLimit") is None and spec.get("backoffLimitPerIndex") is None:
+        spec["backoffLimit"] = 6
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    spec.setdefault("podReplacementPolicy", "Failed" if spec.get("podFailurePolicy") else "TerminatingOrFailed")
+    meta = obj["metadata"]
+    if spec.get("manualSelector") is True or not meta.get("uid"):
+        return
+    template = spec.get("template") or {}
+    spec["template"] = template
+    tmeta = template.get("metadata") or {}
+    template["metadata"] = tmeta
+    labels = tmeta.get("labels") or {}
+    tmeta["labels"] = labels
+    for key in JOB_NAME_LABELS:
+        labels.setdefault(key, meta.get("name", ""))
+    for key in JOB_UID_LABELS:
+        labels.setdefault(key, meta["uid"])
+    selector = spec.get("selector") or {}
+    spec["selector"] = selector
+    match = selector.get("matchLabels") or {}
+    selector["matchLabels"] = match
+    match.setdefault(JOB_UID_LABELS[0], meta["uid"])
+
+
+def _default_storage_class(obj: dict[str, Any]) -> None:
+    obj.setdefault("reclaimPolicy", "Delete")
+    obj.setdefault("volumeBindingMode", "Immediate")
+
+
 KIND_DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "secrets": _default_secret,
     "services": _default_service,
     "namespaces": _default_namespace,
-    "deployments.apps": _default_workload,
-    "statefulsets.apps": _default_workload,
+    "deployments.apps": _default_deployment,
+    "statefulsets.apps": _default_statefulset,
+    "replicasets.apps": _default_workload,
+    "jobs.batch": _default_job,
+    "storageclasses.storage.k8s.io": _default_storage_class,
 }
 
 # The status a freshly created object carries (the real server resets status on create for
@@ -288,6 +499,14 @@ INITIAL_STATUS: dict[str, dict[str, Any] | None] = {
     "persistentvolumes": {"phase": "Pending"},
     "deployments.apps": {},
     "statefulsets.apps": {"replicas": 0, "availableReplicas": 0},
+    "replicasets.apps": {"replicas": 0},
+    "jobs.batch": {},
+    "poddisruptionbudgets.policy": {
+        "disruptionsAllowed": 0,
+        "currentHealthy": 0,
+        "desiredHealthy": 0,
+        "expectedPods": 0,
+    },
     "namespaces": {"phase": "Active"},
 }
 
@@ -296,3 +515,156 @@ def apply_defaults(key: str, obj: dict[str, Any]) -> None:
     defaulter = KIND_DEFAULTERS.get(key)
     if defaulter is not None:
         defaulter(obj)
+
+
+def apply_update_defaults(key: str, old: dict[str, Any], merged: dict[str, Any]) -> None:
+    """Defaulting of an update body (spec writes only): decode defaults, plus what the registry
+    carries over from the stored object (a Service's allocated cluster IPs and node ports)."""
+    if key == "services":
+        _carry_service_allocations(old, merged)
+    if key == "jobs.batch":
+        merged.setdefault("spec", {})
+        _default_job({**merged, "metadata": {**merged["metadata"], "uid": ""}})  # no generateSelector
+        return
+    apply_defaults(key, merged)
+
+
+def _carry_service_allocations(old: dict[str, Any], new: dict[str, Any]) -> None:
+    old_spec = old.get("spec") or {}
+    spec = new.setdefault("spec", {})
+    needs_ip = {"ExternalName"}.isdisjoint({old_spec.get("type", "ClusterIP"), spec.get("type", "ClusterIP")})
+    if needs_ip and not spec.get("clusterIP") and old_spec.get("clusterIP"):
+        spec["clusterIP"] = old_spec["clusterIP"]
+        if not spec.get("clusterIPs"):
+            spec["clusterIPs"] = list(old_spec.get("clusterIPs") or [old_spec["clusterIP"]])
+    old_ports = {(p.get("port"), p.get("protocol", "TCP")): p for p in old_spec.get("ports") or []}
+    for port in spec.get("ports") or []:
+        prev = old_ports.get((port.get("port"), port.get("protocol", "TCP")))
+        if (
+            prev
+            and prev.get("nodePort")
+            and not port.get("nodePort")
+            and spec.get("type") in ("NodePort", "LoadBalancer")
+        ):
+            port["nodePort"] = prev["nodePort"]
+
+
+def go_map(labels: dict[str, Any] | None) -> str:
+    if not labels:
+        return "map[string]string(nil)"
+    return "map[string]string{" + ", ".join(f'"{k}":"{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+def go_selector(selector: dict[str, Any] | None) -> str:
+    if not selector:
+        return "(*v1.LabelSelector)(nil)"
+    expressions = "[]v1.LabelSelectorRequirement(nil)"
+    if selector.get("matchExpressions"):
+        expressions = "[]v1.LabelSelectorRequirement{...}"
+    return f"v1.LabelSelector{{MatchLabels:{go_map(selector.get('matchLabels'))}, MatchExpressions:{expressions}}}"
+
+
+def immutable(field: str, shown: str) -> Cause:
+    return Cause("FieldValueInvalid", field, f"Invalid value: {shown}: field is immutable")
+
+
+_STS_MUTABLE = (
+    "replicas",
+    "ordinals",
+    "template",
+    "updateStrategy",
+    "persistentVolumeClaimRetentionPolicy",
+    "minReadySeconds",
+)
+
+
+def _selector_update(key: str, old: dict[str, Any], new: dict[str, Any]) -> list[Cause]:
+    selector = (new.get("spec") or {}).get("selector")
+    if selector != (old.get("spec") or {}).get("selector"):
+        return [immutable("spec.selector", go_selector(selector))]
+    return []
+
+
+def _statefulset_update(key: str, old: dict[str, Any], new: dict[str, Any]) -> list[Cause]:
+    causes = _selector_update(key, old, new)
+    strip = [
+        {k: v for k, v in (o.get("spec") or {}).items() if k not in (*_STS_MUTABLE, "selector")} for o in (old, new)
+    ]
+    if strip[0] != strip[1]:
+        causes.append(
+            forbidden(
+                "spec",
+                "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', "
+                "'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+            )
+        )
+    return causes
+
+
+def _job_update(key: str, old: dict[str, Any], new: dict[str, Any]) -> list[Cause]:
+    old_spec = old.get("spec") or {}
+    spec = new.get("spec") or {}
+    causes = _selector_update(key, old, new)
+    if spec.get("template") != old_spec.get("template"):
+        causes.append(immutable("spec.template", "core.PodTemplateSpec{...}"))
+    if spec.get("completions") != old_spec.get("completions"):
+        causes.append(immutable("spec.completions", str(spec.get("completions"))))
+    if spec.get("completionMode") != old_spec.get("completionMode"):
+        causes.append(immutable("spec.completionMode", f'"{spec.get("completionMode")}"'))
+    return causes
+
+
+def _service_update(key: str, old: dict[str, Any], new: dict[str, Any]) -> list[Cause]:
+    old_spec = old.get("spec") or {}
+    spec = new.get("spec") or {}
+    if "ExternalName" in (old_spec.get("type"), spec.get("type")):
+        return []
+    causes = []
+    new_ips = spec.get("clusterIPs") or []
+    for i, ip in enumerate(old_spec.get("clusterIPs") or []):
+        if i < len(new_ips) and new_ips[i] != ip:
+            shown = "[]string{" + ", ".join(f'"{x}"' for x in new_ips) + "}"
+            causes.append(
+                Cause("FieldValueInvalid", f"spec.clusterIPs[{i}]", f"Invalid value: {shown}: may not change once set")
+            )
+    return causes
+
+
+def _binding_update(key: str, old: dict[str, Any], new: dict[str, Any]) -> list[Cause]:
+    if new.get("roleRef") == old.get("roleRef"):
+        return []
+    ref = new.get("roleRef") or {}
+    shown = (
+        f'rbac.RoleRef{{APIGroup:"{ref.get("apiGroup", "")}", Kind:"{ref.get("kind", "")}", '
+        f'Name:"{ref.get("name", "")}"}}'
+    )
+    return [Cause("FieldValueInvalid", "roleRef", f"Invalid value: {shown}: cannot change roleRef")]
+
+
+def _storage_class_update(key: str, old: dict[str, Any], new: dict[str, Any]) -> list[Cause]:
+    causes = [
+        forbidden(field, f"updates to {field} are forbidden.")
+        for field in ("parameters", "provisioner", "reclaimPolicy")
+        if new.get(field) != old.get(field)
+    ]
+    if new.get("volumeBindingMode") != old.get("volumeBindingMode"):
+        causes.append(immutable("volumeBindingMode", f'"{new.get("volumeBindingMode")}"'))
+    return causes
+
+
+UPDATE_VALIDATORS: dict[str, Callable[[str, dict[str, Any], dict[str, Any]], list[Cause]]] = {
+    "deployments.apps": _selector_update,
+    "replicasets.apps": _selector_update,
+    "statefulsets.apps": _statefulset_update,
+    "jobs.batch": _job_update,
+    "services": _service_update,
+    "rolebindings.rbac.authorization.k8s.io": _binding_update,
+    "clusterrolebindings.rbac.authorization.k8s.io": _binding_update,
+    "storageclasses.storage.k8s.io": _storage_class_update,
+}
+
+
+def update_causes(key: str, old: dict[str, Any], new: dict[str, Any]) -> list[Cause]:
+    """What ValidateXxxUpdate rejects (immutable fields), with the real messages."""
+    validator = UPDATE_VALIDATORS.get(key)
+    return validator(key, old, new) if validator else []

@@ -7,6 +7,9 @@ its containers start (Events ``Pulled``, ``Created``, ``Started`` from the kubel
 then it is ``Running`` with ``Ready=False`` and a Warning Event ``Unhealthy`` carries the readiness
 message. Releasing the hold turns it Ready. Container statuses report the image the way containerd
 does (fully qualified: ``docker.io/milvusdb/milvus:v2.5.10``), with an imageID and containerID.
+A pod controlled by a Job runs ``pod_ready_seconds`` more and then ``Succeeded``: containers
+terminated with exitCode 0 / reason Completed, Ready and ContainersReady False (PodCompleted);
+it is never Ready again.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from sandbox.kube.controllers._base import (
     now,
     write_status,
 )
+from sandbox.kube.controllers.jobs import is_job_pod
 from sandbox.kube.store import ApiError
 
 
@@ -52,6 +56,7 @@ class PodController:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._start_at: dict[str, float] = {}  # pod uid -> monotonic time its containers start
+        self._finish_at: dict[str, float] = {}  # Job pod uid -> monotonic time its containers exit 0
 
     def reconcile(self, namespace: str, name: str) -> None:
         pod = self.ctx.store.try_get("pods", namespace, name)
@@ -63,6 +68,8 @@ class PodController:
             self._schedule(pod)
         elif phase == "Pending":
             self._maybe_start(pod)
+        elif phase == "Running" and is_job_pod(pod):
+            self._maybe_finish(pod)
         elif phase == "Running":
             self._sync_ready(pod)
 
@@ -114,6 +121,9 @@ class PodController:
         if written is None:
             return
         self._start_at.pop(meta["uid"], None)
+        if is_job_pod(pod):
+            self._finish_at[meta["uid"]] = time.monotonic() + self.ctx.config.pod_ready_seconds
+            self.ctx.schedule(self.ctx.config.pod_ready_seconds, request)
         for container in pod["spec"].get("containers") or []:
             path = f"spec.containers{{{container['name']}}}"
             image = container.get("image", "")
@@ -124,6 +134,57 @@ class PodController:
             self.ctx.record_event(written, "Started", f"Started container {container['name']}", field_path=path)
         if held is not None:
             self._unhealthy(written, held)
+
+    def _maybe_finish(self, pod: Obj) -> None:
+        """A Job's pod: its containers exit 0 ``pod_ready_seconds`` after they started."""
+        meta = pod["metadata"]
+        due = self._finish_at.get(meta["uid"])
+        if due is None:
+            due = self._finish_at[meta["uid"]] = time.monotonic() + self.ctx.config.pod_ready_seconds
+        remaining = due - time.monotonic()
+        if remaining > 0:
+            self.ctx.schedule(remaining, ("pods", meta["namespace"], meta["name"]))
+            return
+        if write_status(self.ctx.store, "pods", pod, self._succeeded_status(pod)) is not None:
+            self._finish_at.pop(meta["uid"], None)
+
+    def _succeeded_status(self, pod: Obj) -> Obj:
+        status = copy.deepcopy(pod.get("status") or {})
+        stamp = now()
+        conditions = []
+        for cond in status.get("conditions") or []:
+            cond = dict(cond)
+            if cond["type"] in ("Ready", "ContainersReady", "PodReadyToStartContainers"):
+                cond["status"] = "False"
+                cond["lastTransitionTime"] = stamp
+                if cond["type"] != "PodReadyToStartContainers":
+                    cond["reason"] = "PodCompleted"
+                    cond.pop("message", None)
+            conditions.append(cond)
+        status["phase"] = "Succeeded"
+        status["conditions"] = conditions
+        statuses = []
+        for container in status.get("containerStatuses") or []:
+            started = ((container.get("state") or {}).get("running") or {}).get("startedAt", stamp)
+            done = dict(container)
+            done.update(
+                {
+                    "ready": False,
+                    "started": False,
+                    "state": {
+                        "terminated": {
+                            "exitCode": 0,
+                            "reason": "Completed",
+                            "startedAt": started,
+                            "finishedAt": stamp,
+                            "containerID": container.get("containerID"),
+                        }
+                    },
+                }
+            )
+            statuses.append(done)
+        status["containerStatuses"] = statuses
+        return status
 
     def _sync_ready(self, pod: Obj) -> None:
         held = self.ctx.held_reason(pod)

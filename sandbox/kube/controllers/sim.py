@@ -24,17 +24,27 @@ from collections.abc import Callable
 from typing import Any
 
 from sandbox.kube.controllers._base import Context, Hold, Obj, Request, SimConfig, controller_of
+from sandbox.kube.controllers.accounts import SA_KEY, ServiceAccountController
+from sandbox.kube.controllers.gc import GarbageCollector
+from sandbox.kube.controllers.jobs import JOB_KEY, PDB_KEY, DisruptionController, JobController
 from sandbox.kube.controllers.operator import KEY as MILVUS_KEY
 from sandbox.kube.controllers.operator import MilvusOperator
 from sandbox.kube.controllers.pods import PodController
-from sandbox.kube.controllers.storage import PV, PVC, StorageController, claim_names
-from sandbox.kube.controllers.workloads import DeploymentController, StatefulSetController
+from sandbox.kube.controllers.storage import PV, PVC, SC, StorageController, claim_names, ensure_storage_class
+from sandbox.kube.controllers.workloads import DeploymentController, ReplicaSetController, StatefulSetController
 from sandbox.kube.store import ApiError, Store
 
 log = logging.getLogger(__name__)
 
-_OWNER_KEYS = {"StatefulSet": "statefulsets.apps", "Deployment": "deployments.apps"}
-_RESYNC_KEYS = ("statefulsets.apps", "deployments.apps", "pods", PVC, PV, MILVUS_KEY)
+_OWNER_KEYS = {
+    "StatefulSet": "statefulsets.apps",
+    "Deployment": "deployments.apps",
+    "ReplicaSet": "replicasets.apps",
+    "Job": JOB_KEY,
+}
+_WORKLOAD_KEYS = ("statefulsets.apps", "deployments.apps", "replicasets.apps", JOB_KEY)
+_RESYNC_KEYS = (*_WORKLOAD_KEYS, "pods", PVC, PV, PDB_KEY, "namespaces", MILVUS_KEY)
+_GC = "_gc"
 _MAX_RETRIES = 8
 RECLAIM_POLICIES = ("Delete", "Retain")
 
@@ -80,6 +90,11 @@ class ClusterSim:
         self.pods = PodController(self.ctx)
         self.statefulsets = StatefulSetController(self.ctx)
         self.deployments = DeploymentController(self.ctx)
+        self.replicasets = ReplicaSetController(self.ctx)
+        self.jobs = JobController(self.ctx)
+        self.disruption = DisruptionController(self.ctx)
+        self.accounts = ServiceAccountController(self.ctx)
+        self.gc = GarbageCollector(self.ctx)
         self.storage = StorageController(self.ctx)
         self.operator = MilvusOperator(self.ctx) if operator_version is not None else None
 
@@ -88,12 +103,14 @@ class ClusterSim:
         if self._thread is not None:
             return self
         self._unsubscribe = self.store.subscribe(self._on_store_event)
+        ensure_storage_class(self.store, self.config.storage_class, self.config.reclaim_policy)
         self._thread = threading.Thread(target=self._run, name="cluster-sim", daemon=True)
         self._thread.start()
         if self.operator is not None:
             self._enqueue(("_operator", None, "install"))
         for key in _RESYNC_KEYS:
             self._enqueue((key, None, "*"))
+        self._enqueue((_GC, None, "scan"))
         return self
 
     def stop(self) -> None:
@@ -147,10 +164,13 @@ class ClusterSim:
         self._enqueue(("pods", namespace, "*"))
 
     def set_reclaim_policy(self, policy: str) -> None:
-        """Reclaim policy for PVs provisioned from now on."""
+        """Reclaim policy for PVs provisioned from now on: the default StorageClass is replaced
+        by one with this ``reclaimPolicy`` (the field is immutable, so an admin re-creates it)."""
         if policy not in RECLAIM_POLICIES:
             raise ValueError(f"reclaim policy must be one of {RECLAIM_POLICIES}, not {policy!r}")
         self.config.reclaim_policy = policy
+        if self._thread is not None:
+            ensure_storage_class(self.store, self.config.storage_class, policy)
 
     # -- queueing --------------------------------------------------------------------------
     def _on_store_event(self, event_type: str, key: str, obj: dict[str, Any]) -> None:
@@ -218,16 +238,20 @@ class ClusterSim:
         """Which reconciles a store change calls for."""
         meta = obj.get("metadata") or {}
         ns, name = meta.get("namespace"), meta.get("name", "")
-        requests: list[Request] = []
+        requests = self._gc_requests(event_type, meta)
         if key == "pods":
             requests.append(("pods", ns, name))
             ref = controller_of(obj)
             if ref and ref.get("kind") in _OWNER_KEYS:
                 requests.append((_OWNER_KEYS[ref["kind"]], ns, ref["name"]))
             requests += [(PVC, ns, claim) for claim in sorted(claim_names(obj))]
+            requests.append((PDB_KEY, ns, "*"))
             requests += self._milvus_watchers(ns)
-        elif key in ("statefulsets.apps", "deployments.apps"):
+        elif key in _WORKLOAD_KEYS:
             requests.append((key, ns, name))
+            ref = controller_of(obj)
+            if ref and ref.get("kind") in _OWNER_KEYS:
+                requests.append((_OWNER_KEYS[ref["kind"]], ns, ref["name"]))
             requests += self._milvus_watchers(ns)
         elif key == PVC:
             requests.append((PVC, ns, name))
@@ -238,9 +262,33 @@ class ClusterSim:
                 requests.append(("statefulsets.apps", ns, "*"))
         elif key == PV:
             requests.append((PV, None, name))
-        elif key == MILVUS_KEY:
-            requests.append((MILVUS_KEY, ns, name))
+        else:
+            requests += self._other_requests(event_type, key, ns, name)
         return requests
+
+    @staticmethod
+    def _gc_requests(event_type: str, meta: Obj) -> list[Request]:
+        """A deletion, or a new dependent (its owner may already be gone), calls the collector."""
+        ns = meta.get("namespace") or ""
+        refs = meta.get("ownerReferences") or []
+        if not (event_type == "DELETED" or meta.get("deletionTimestamp") or (event_type == "ADDED" and refs)):
+            return []
+        requests: list[Request] = [(_GC, ns, "scan")]
+        if ns and event_type == "DELETED":
+            requests.append((_GC, "", "scan"))  # cluster-scoped objects may name it as owner
+        return requests
+
+    @staticmethod
+    def _other_requests(event_type: str, key: str, ns: str | None, name: str) -> list[Request]:
+        if key == SC:
+            return [(PVC, None, "*")]
+        if key in (PDB_KEY, MILVUS_KEY):
+            return [(key, ns, name)]
+        if key == "namespaces":
+            return [("namespaces", None, name)]
+        if key == SA_KEY and event_type == "DELETED" and name == "default":
+            return [("namespaces", None, ns or "")]
+        return []
 
     def _milvus_watchers(self, namespace: str | None) -> list[Request]:
         if self.operator is None:
@@ -279,8 +327,12 @@ class ClusterSim:
 
     def _dispatch(self, request: Request) -> None:
         key, ns, name = request
-        if name == "*":
+        if key == _GC:
+            self.gc.scan(ns or "")
+        elif name == "*":
             self._expand(key, ns)
+        elif key == "namespaces":
+            self.accounts.reconcile(name)
         elif key == "_operator":
             if self.operator is not None:
                 self.operator.install()
@@ -293,6 +345,9 @@ class ClusterSim:
                 "pods": self.pods.reconcile,
                 "statefulsets.apps": self.statefulsets.reconcile,
                 "deployments.apps": self.deployments.reconcile,
+                "replicasets.apps": self.replicasets.reconcile,
+                JOB_KEY: self.jobs.reconcile,
+                PDB_KEY: self.disruption.reconcile,
                 PVC: self.storage.reconcile_claim,
             }
             if self.operator is not None:

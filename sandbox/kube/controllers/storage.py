@@ -3,13 +3,17 @@
 - Every PVC gets the ``kubernetes.io/pvc-protection`` finalizer and every PV
   ``kubernetes.io/pv-protection`` (the real API server's admission plugin adds them at create;
   here the controller adds them right after).
-- A PVC without ``spec.volumeName`` of the one storage class (``storage_class``, also the
-  default when the claim names none) is provisioned at once (it binds immediately): a PV
-  ``pvc-<pvc uid>`` with ``spec.claimRef`` {kind, namespace, name, uid, apiVersion,
-  resourceVersion}, the claim's capacity, access modes and storage class, and the reclaim
-  policy current at that moment; both become ``Bound`` and the PVC gets ``spec.volumeName`` and
-  the bind annotations. A claim of another class stays Pending with a Warning
-  ``ProvisioningFailed`` Event (class not found). A PVC naming an existing free PV binds to it.
+- ``ClusterSim.start`` creates the default StorageClass ``storage_class`` (annotated
+  ``storageclass.kubernetes.io/is-default-class: "true"``, provisioner ``rancher.io/local-path``,
+  ``reclaimPolicy`` from ``reclaim_policy``, ``volumeBindingMode: Immediate``);
+  ``set_reclaim_policy`` re-creates it (reclaimPolicy is immutable).
+- A PVC with no ``storageClassName`` gets the default class (retroactive default assignment, as
+  the PV controller does since 1.28); ``""`` means static binding only. A PVC of an existing class
+  is provisioned (WaitForFirstConsumer: once a scheduled pod mounts it): a PV ``pvc-<pvc uid>``
+  with ``spec.claimRef`` {kind, namespace, name, uid, apiVersion, resourceVersion}, the claim's
+  capacity, access modes and class, and the class's reclaim policy and provisioner; both become
+  ``Bound`` and the PVC gets ``spec.volumeName`` and the bind annotations. A claim of a missing
+  class stays Pending with a Warning ``ProvisioningFailed`` Event. A PVC naming a free PV binds it.
 - A deleted PVC keeps its finalizer while a pod that is not being deleted and has not finished
   mounts it (``spec.volumes[].persistentVolumeClaim.claimName``); then the finalizer goes.
 - Once a PV's claim is gone (or replaced by another uid) the PV is ``Released`` (claimRef kept);
@@ -22,6 +26,7 @@ from __future__ import annotations
 import copy
 
 from sandbox.kube.controllers._base import (
+    NODE_NAME,
     PV_PROTECTION,
     PVC_PROTECTION,
     Context,
@@ -31,10 +36,48 @@ from sandbox.kube.controllers._base import (
     set_finalizers,
     write_status,
 )
+from sandbox.kube.store import ApiError, Store
 
 PVC = "persistentvolumeclaims"
 PV = "persistentvolumes"
+SC = "storageclasses.storage.k8s.io"
 PROVISIONER = "rancher.io/local-path"
+DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+
+
+def storage_class(name: str, reclaim_policy: str) -> Obj:
+    """The cluster's default StorageClass, as local-path-provisioner installs it."""
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": name, "annotations": {DEFAULT_CLASS_ANNOTATION: "true"}},
+        "provisioner": PROVISIONER,
+        "reclaimPolicy": reclaim_policy,
+        "volumeBindingMode": "Immediate",
+    }
+
+
+def ensure_storage_class(store: Store, name: str, reclaim_policy: str) -> None:
+    """Create the default class, or replace it (delete + create: reclaimPolicy is immutable)."""
+    existing = store.try_get(SC, None, name)
+    if existing is not None and existing.get("reclaimPolicy") == reclaim_policy:
+        return
+    if existing is not None:
+        delete_quietly(store, SC, None, name)
+    try:
+        store.create(SC, storage_class(name, reclaim_policy))
+    except ApiError as exc:
+        if exc.code != 409:
+            raise
+
+
+def default_class(store: Store) -> Obj | None:
+    """The newest class annotated as default (what the DefaultStorageClass admission picks)."""
+    defaults = [
+        sc for sc in store.list(SC) if (sc["metadata"].get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true"
+    ]
+    defaults.sort(key=lambda sc: (sc["metadata"].get("creationTimestamp") or "", sc["metadata"]["name"]))
+    return defaults[-1] if defaults else None
 
 
 def claim_names(pod: Obj) -> set[str]:
@@ -52,7 +95,7 @@ class StorageController:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._reported: set[str] = set()  # PVC uids already told their class does not exist
+        self._reported: set[str] = set()  # "<PVC uid>/<reason>" of Events already recorded
 
     # -- PVCs ------------------------------------------------------------------------------
     def reconcile_claim(self, namespace: str, name: str) -> None:
@@ -89,26 +132,46 @@ class StorageController:
         spec = pvc["spec"]
         storage_class = spec.get("storageClassName")
         if storage_class is None:
-            storage_class = self.ctx.config.storage_class
-        if storage_class != self.ctx.config.storage_class:
-            # "" asks for no dynamic provisioning; any other class does not exist here: stay Pending
-            if storage_class and meta["uid"] not in self._reported:
-                self._reported.add(meta["uid"])
-                self.ctx.record_event(
+            # retroactive default StorageClass assignment (GA in 1.28): the PV controller sets it
+            default = default_class(self.ctx.store)
+            if default is not None:
+                assigned = copy.deepcopy(pvc)
+                assigned["spec"]["storageClassName"] = default["metadata"]["name"]
+                self.ctx.store.replace(PVC, assigned)
+            else:
+                self._warn_once(
                     pvc,
-                    "ProvisioningFailed",
-                    f'storageclass.storage.k8s.io "{storage_class}" not found',
-                    type_="Warning",
+                    "FailedBinding",
+                    "no persistent volumes available for this claim and no storage class is set",
                     component="persistentvolume-controller",
+                    type_="Normal",
                 )
             return
+        if storage_class == "":
+            return  # "" asks for no dynamic provisioning: only a pre-bound PV will do
+        sc = self.ctx.store.try_get(SC, None, storage_class)
+        if sc is None:
+            self._warn_once(pvc, "ProvisioningFailed", f'storageclass.storage.k8s.io "{storage_class}" not found')
+            return
+        if sc.get("volumeBindingMode") == "WaitForFirstConsumer" and not self._consumed(
+            meta["namespace"], meta["name"]
+        ):
+            self._warn_once(
+                pvc,
+                "WaitForFirstConsumer",
+                "waiting for first consumer to be created before binding",
+                type_="Normal",
+            )
+            return
+        provisioner = sc.get("provisioner") or PROVISIONER
+        reclaim = sc.get("reclaimPolicy") or "Delete"
         pv_name = f"pvc-{meta['uid']}"
         pv: Obj = {
             "apiVersion": "v1",
             "kind": "PersistentVolume",
             "metadata": {
                 "name": pv_name,
-                "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER},
+                "annotations": {"pv.kubernetes.io/provisioned-by": provisioner},
                 "finalizers": [PV_PROTECTION],
             },
             "spec": {
@@ -122,7 +185,7 @@ class StorageController:
                     "apiVersion": "v1",
                     "resourceVersion": meta["resourceVersion"],
                 },
-                "persistentVolumeReclaimPolicy": self.ctx.config.reclaim_policy,
+                "persistentVolumeReclaimPolicy": reclaim,
                 "storageClassName": storage_class,
                 "volumeMode": spec.get("volumeMode") or "Filesystem",
                 "hostPath": {
@@ -136,21 +199,23 @@ class StorageController:
         else:
             pv = self.ctx.store.get(PV, None, pv_name)
         write_status(self.ctx.store, PV, pv, {"phase": "Bound"})
-        self._finish_bind(pvc, pv, storage_class)
+        self._finish_bind(
+            pvc, pv, storage_class, provisioner, waited=sc.get("volumeBindingMode") == "WaitForFirstConsumer"
+        )
 
-    def _finish_bind(self, pvc: Obj, pv: Obj, storage_class: str) -> None:
+    def _finish_bind(
+        self, pvc: Obj, pv: Obj, storage_class: str, provisioner: str | None = None, *, waited: bool = False
+    ) -> None:
         bound = copy.deepcopy(pvc)
         bound["spec"]["volumeName"] = pv["metadata"]["name"]
         bound["spec"]["storageClassName"] = storage_class
         annotations = bound["metadata"].setdefault("annotations", {})
-        annotations.update(
-            {
-                "pv.kubernetes.io/bind-completed": "yes",
-                "pv.kubernetes.io/bound-by-controller": "yes",
-                "volume.beta.kubernetes.io/storage-provisioner": PROVISIONER,
-                "volume.kubernetes.io/storage-provisioner": PROVISIONER,
-            }
-        )
+        annotations.update({"pv.kubernetes.io/bind-completed": "yes", "pv.kubernetes.io/bound-by-controller": "yes"})
+        if provisioner is not None:
+            annotations["volume.beta.kubernetes.io/storage-provisioner"] = provisioner
+            annotations["volume.kubernetes.io/storage-provisioner"] = provisioner
+        if waited:
+            annotations["volume.kubernetes.io/selected-node"] = NODE_NAME
         written = self.ctx.store.replace(PVC, bound)
         status = {
             "phase": "Bound",
@@ -158,6 +223,28 @@ class StorageController:
             "capacity": dict(pv["spec"]["capacity"]),
         }
         write_status(self.ctx.store, PVC, written, status)
+
+    def _warn_once(
+        self,
+        pvc: Obj,
+        reason: str,
+        message: str,
+        *,
+        component: str = "persistentvolume-controller",
+        type_: str = "Warning",
+    ) -> None:
+        key = f"{pvc['metadata']['uid']}/{reason}"
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        self.ctx.record_event(pvc, reason, message, type_=type_, component=component)
+
+    def _consumed(self, namespace: str, claim: str) -> bool:
+        """A scheduled pod that is not going away mounts the claim (WaitForFirstConsumer)."""
+        return any(
+            claim in claim_names(pod) and pod["spec"].get("nodeName") and not deleting(pod)
+            for pod in self.ctx.store.list("pods", namespace)
+        )
 
     def _bind_static(self, pvc: Obj, volume_name: str) -> None:
         pv = self.ctx.store.try_get(PV, None, volume_name)

@@ -1,31 +1,41 @@
-"""StatefulSet and Deployment controllers, plus the garbage collection of the pods they own.
+"""StatefulSet, Deployment and ReplicaSet controllers (apps/v1).
 
-StatefulSet (apps/v1): pods ``<sts>-<i>`` for ``i < spec.replicas``; before a pod, one PVC per
-``spec.volumeClaimTemplates`` entry named ``<template>-<sts>-<i>`` (labels: the template's labels
-merged with ``spec.selector.matchLabels``), never deleted by this controller. A PVC that is being
-deleted blocks its pod until it is gone, then a fresh one is made (like the real controller).
-``podManagementPolicy: OrderedReady`` (the default) creates one pod at a time and waits for it to
-be Ready; ``Parallel`` creates them all. A template change rolls pods (highest ordinal first, one
-at a time, only while all are Ready) unless ``updateStrategy`` is ``OnDelete``.
+StatefulSet: pods ``<sts>-<i>`` for ``i < spec.replicas`` (labels ``controller-revision-hash``,
+``statefulset.kubernetes.io/pod-name``, ``apps.kubernetes.io/pod-index``); before a pod, one PVC
+per ``spec.volumeClaimTemplates`` entry named ``<template>-<sts>-<i>`` (labels: the template's
+labels merged with ``spec.selector.matchLabels``), never deleted by this controller (with
+``persistentVolumeClaimRetentionPolicy.whenDeleted: Delete`` the claims are owned by the
+StatefulSet, so the garbage collector takes them with it). A PVC that is being deleted blocks its
+pod until it is gone, then a fresh one is made. ``OrderedReady`` (the default) creates one pod at
+a time and waits for it to be Ready; ``Parallel`` creates them all. A template change rolls pods
+(highest ordinal first, one at a time, only while all are Ready) unless ``OnDelete``. Each
+template revision is kept as ControllerRevision ``<sts>-<hash>``; status has observedGeneration,
+the replica counters, currentRevision/updateRevision and collisionCount.
 
-Deployment (apps/v1): pods ``<deploy>-<10 char template hash>-<5 random>`` labelled
-``pod-template-hash``; a template change starts new pods and removes the old ones once the new
-ones are Ready (``Recreate``: old ones first). The simulated API has no ReplicaSets, so pods are
-owned by the Deployment directly.
+ReplicaSet: ``spec.replicas`` active pods ``<rs>-<5 random>`` (generateName), excess ones deleted
+unready/newest first; status replicas, fullyLabeledReplicas, readyReplicas, availableReplicas,
+observedGeneration.
 
-Garbage collection: pods whose controller reference points at a StatefulSet/Deployment that is
-gone (or has another uid) are deleted; an owner deleted with ``foregroundDeletion`` loses that
-finalizer once its pods are gone. Statuses carry the counters with Go's ``omitempty`` behaviour.
+Deployment: ReplicaSet ``<deploy>-<pod-template-hash>`` per template (labels, selector and template
+get ``pod-template-hash``; annotations ``deployment.kubernetes.io/revision`` (also on the
+Deployment), ``desired-replicas``, ``max-replicas``). RollingUpdate follows maxSurge/maxUnavailable
+(25%/25% by default): the new ReplicaSet grows within the surge, old ones shrink as long as enough
+pods stay available. Recreate scales old ReplicaSets to 0 and waits for their pods to go before
+the new one. Old ReplicaSets beyond ``revisionHistoryLimit`` are deleted. Status: the counters
+(Go ``omitempty``), Available (MinimumReplicasAvailable) and Progressing (ReplicaSetUpdated, then
+NewReplicaSetAvailable) -- what Helm 3's ``--wait`` (newest ReplicaSet's readyReplicas) and Helm 4's
+kstatus (observedGeneration, counters, conditions) read.
+
+Controllers only create and adopt (matching orphans get a controller reference); dependents of a
+gone or foreground-deleted owner are the garbage collector's job (``gc.py``).
 """
 
 from __future__ import annotations
 
 import copy
-import random
 from typing import Any
 
 from sandbox.kube.controllers._base import (
-    FOREGROUND,
     PVC_PROTECTION,
     Context,
     Obj,
@@ -37,12 +47,10 @@ from sandbox.kube.controllers._base import (
     owned_by_name,
     owner_ref,
     pod_ready,
-    set_finalizers,
     short_hash,
     write_status,
 )
-
-_RANDOM_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+from sandbox.kube.store import ApiError
 
 
 def _template_hash(template: Obj, length: int) -> str:
@@ -52,25 +60,21 @@ def _template_hash(template: Obj, length: int) -> str:
 class _OwnerBase:
     kind = ""
     key = ""
+    child_key = "pods"
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
     def _owned_pods(self, namespace: str, name: str, owner: Obj | None) -> list[Obj]:
-        """Live pods of this owner; pods of a gone (or replaced) owner are garbage-collected."""
-        all_pods = self.ctx.store.list("pods", namespace)
-        pods = owned_by_name(all_pods, self.kind, name)
-        uid = owner["metadata"]["uid"] if owner is not None and not deleting(owner) else None
-        live = self._adopt(owner, all_pods) if uid is not None and owner is not None else []
-        for pod in pods:
-            if uid is not None and (controller_of(pod) or {}).get("uid") == uid:
-                live.append(pod)
-            elif not deleting(pod):
-                delete_quietly(self.ctx.store, "pods", namespace, pod["metadata"]["name"])
-        if owner is not None and deleting(owner) and not live:
-            finalizers = owner["metadata"].get("finalizers") or []
-            if FOREGROUND in finalizers:
-                set_finalizers(self.ctx.store, self.key, owner, [f for f in finalizers if f != FOREGROUND])
+        """Live children (``child_key``) controlled by this owner (by uid), adopting matching orphans.
+
+        Children of a gone owner are left to the garbage collector (``gc.py``)."""
+        if owner is None or deleting(owner):
+            return []
+        uid = owner["metadata"]["uid"]
+        children = self.ctx.store.list(self.child_key, namespace)
+        live = self._adopt(owner, children)
+        live += [c for c in children if (controller_of(c) or {}).get("uid") == uid and not deleting(c)]
         return live
 
     def _adoptable(self, owner: Obj, pod: Obj) -> bool:
@@ -89,7 +93,7 @@ class _OwnerBase:
                 *(pod["metadata"].get("ownerReferences") or []),
                 owner_ref(owner),
             ]
-            adopted.append(self.ctx.store.replace("pods", claimed))
+            adopted.append(self.ctx.store.replace(self.child_key, claimed))
         return adopted
 
     def _event(self, owner: Obj, reason: str, message: str) -> None:
@@ -121,9 +125,42 @@ class StatefulSetController(_OwnerBase):
                 by_ordinal[ordinal] = pod
             else:  # scale down (highest ordinal first) and strays
                 self._delete_pod(sts, pod)
+        self._ensure_revision(sts, revision)
         self._create_missing(sts, by_ordinal, replicas, revision, parallel)
         self._roll(sts, by_ordinal, revision)
         self._update_status(sts, revision)
+
+    def _ensure_revision(self, sts: Obj, revision: str) -> None:
+        """The ControllerRevision ``<sts>-<hash>`` holding the template (what rollout history reads)."""
+        meta = sts["metadata"]
+        revisions = [
+            r
+            for r in self.ctx.store.list("controllerrevisions.apps", meta["namespace"])
+            if (controller_of(r) or {}).get("uid") == meta["uid"]
+        ]
+        if any(r["metadata"]["name"] == revision for r in revisions):
+            return
+        template = copy.deepcopy(sts["spec"]["template"])
+        template["$patch"] = "replace"
+        labels = dict((sts["spec"].get("selector") or {}).get("matchLabels") or {})
+        labels["controller.kubernetes.io/hash"] = revision[len(meta["name"]) + 1 :]
+        body: Obj = {
+            "apiVersion": "apps/v1",
+            "kind": "ControllerRevision",
+            "metadata": {
+                "name": revision,
+                "namespace": meta["namespace"],
+                "labels": labels,
+                "ownerReferences": [owner_ref(sts)],
+            },
+            "data": {"spec": {"template": template}},
+            "revision": max([int(r.get("revision", 0)) for r in revisions] + [0]) + 1,
+        }
+        try:
+            self.ctx.store.create("controllerrevisions.apps", body, namespace=meta["namespace"])
+        except ApiError as exc:
+            if exc.code != 409:
+                raise
 
     @staticmethod
     def _ordinal(name: str, pod: Obj) -> int:
@@ -159,9 +196,10 @@ class StatefulSetController(_OwnerBase):
             claim_spec: Obj = {
                 "accessModes": tspec.get("accessModes") or ["ReadWriteOnce"],
                 "resources": copy.deepcopy(tspec.get("resources") or {"requests": {"storage": "1Gi"}}),
-                "storageClassName": tspec.get("storageClassName") or self.ctx.config.storage_class,
                 "volumeMode": tspec.get("volumeMode") or "Filesystem",
             }
+            if tspec.get("storageClassName") is not None:  # unset: the default class is assigned
+                claim_spec["storageClassName"] = tspec["storageClassName"]
             claims.append(
                 {
                     "apiVersion": "v1",
@@ -172,11 +210,20 @@ class StatefulSetController(_OwnerBase):
                         "labels": labels,
                         "annotations": dict(tmeta.get("annotations") or {}),
                         "finalizers": [PVC_PROTECTION],
+                        **self._claim_owners(sts),
                     },
                     "spec": claim_spec,
                 }
             )
         return claims
+
+    @staticmethod
+    def _claim_owners(sts: Obj) -> Obj:
+        """persistentVolumeClaimRetentionPolicy.whenDeleted=Delete: the StatefulSet owns its claims."""
+        policy = sts["spec"].get("persistentVolumeClaimRetentionPolicy") or {}
+        if policy.get("whenDeleted") != "Delete":
+            return {}
+        return {"ownerReferences": [owner_ref(sts)]}
 
     def _ensure_claims(self, sts: Obj, ordinal: int) -> bool:
         """Create the pod's missing PVCs; False while one of them is still being deleted."""
@@ -274,96 +321,321 @@ class StatefulSetController(_OwnerBase):
         write_status(self.ctx.store, self.key, sts, status)
 
 
-class DeploymentController(_OwnerBase):
-    kind = "Deployment"
-    key = "deployments.apps"
+class ReplicaSetController(_OwnerBase):
+    """apps/v1 ReplicaSet: ``spec.replicas`` pods named ``<rs>-<5 random>`` (generateName)."""
+
+    kind = "ReplicaSet"
+    key = "replicasets.apps"
 
     def reconcile(self, namespace: str, name: str) -> None:
-        deploy = self.ctx.store.try_get(self.key, namespace, name)
-        pods = self._owned_pods(namespace, name, deploy)
-        if deploy is None or deleting(deploy):
+        rs = self.ctx.store.try_get(self.key, namespace, name)
+        if rs is None or deleting(rs):
             return
-        spec = deploy["spec"]
-        replicas = int(spec.get("replicas", 1))
-        template_hash = _template_hash(spec["template"], 10)
-        new = [p for p in pods if p["metadata"]["labels"].get("pod-template-hash") == template_hash]
-        old = [p for p in pods if p not in new]
-        recreate = (spec.get("strategy") or {}).get("type") == "Recreate"
-        if old and (recreate or sum(1 for p in new if pod_ready(p)) >= replicas):
-            for pod in old:
-                delete_quietly(self.ctx.store, "pods", namespace, pod["metadata"]["name"])
-            old = []
-        if not (recreate and old):
-            new = self._scale(deploy, new, replicas, template_hash)
-        self._update_status(deploy, new, old, replicas, template_hash)
-
-    def _scale(self, deploy: Obj, pods: list[Obj], replicas: int, template_hash: str) -> list[Obj]:
-        namespace = deploy["metadata"]["namespace"]
-        pods = sorted(pods, key=lambda p: (pod_ready(p), p["metadata"].get("creationTimestamp") or ""))
-        while len(pods) > replicas:
-            victim = pods.pop(0)
-            delete_quietly(self.ctx.store, "pods", namespace, victim["metadata"]["name"])
+        pods = [p for p in self._owned_pods(namespace, name, rs) if _active(p)]
+        replicas = int(rs["spec"].get("replicas", 1))
+        if len(pods) > replicas:
+            # the real controller deletes unready and newest pods first
+            pods.sort(key=lambda p: (pod_ready(p), p["metadata"].get("creationTimestamp") or ""), reverse=True)
+            for victim in pods[replicas:]:
+                delete_quietly(self.ctx.store, "pods", namespace, victim["metadata"]["name"])
+                self._event(rs, "SuccessfulDelete", f"Deleted pod: {victim['metadata']['name']}")
+            pods = pods[:replicas]
         while len(pods) < replicas:
-            pods.append(self._create_pod(deploy, template_hash))
-        return pods
+            pods.append(self._create_pod(rs))
+        ready = sum(1 for p in pods if pod_ready(p))
+        status = drop_zero(
+            {
+                "replicas": len(pods),
+                "fullyLabeledReplicas": len(pods),
+                "readyReplicas": ready,
+                "availableReplicas": ready,
+                "observedGeneration": rs["metadata"].get("generation", 1),
+            },
+            keep=("replicas",),
+        )
+        write_status(self.ctx.store, self.key, rs, status)
 
-    def _create_pod(self, deploy: Obj, template_hash: str) -> Obj:
-        meta = deploy["metadata"]
-        template = copy.deepcopy(deploy["spec"]["template"])
+    def _create_pod(self, rs: Obj) -> Obj:
+        meta = rs["metadata"]
+        template = copy.deepcopy(rs["spec"].get("template") or {})
         tmeta = template.get("metadata") or {}
-        suffix = "".join(random.choice(_RANDOM_ALPHABET) for _ in range(5))
-        labels = dict(tmeta.get("labels") or {})
-        labels["pod-template-hash"] = template_hash
         pod: Obj = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
-                "name": f"{meta['name']}-{template_hash}-{suffix}",
+                "generateName": f"{meta['name']}-",
                 "namespace": meta["namespace"],
-                "labels": labels,
+                "labels": dict(tmeta.get("labels") or {}),
                 "annotations": dict(tmeta.get("annotations") or {}),
-                "ownerReferences": [owner_ref(deploy)],
+                "ownerReferences": [owner_ref(rs)],
             },
             "spec": template.get("spec") or {},
         }
-        return self.ctx.store.create("pods", pod, namespace=meta["namespace"])
+        created = self.ctx.store.create("pods", pod, namespace=meta["namespace"])
+        self._event(rs, "SuccessfulCreate", f"Created pod: {created['metadata']['name']}")
+        return created
 
-    def _update_status(self, deploy: Obj, new: list[Obj], old: list[Obj], replicas: int, template_hash: str) -> None:
-        ready = sum(1 for p in new + old if pod_ready(p))
-        total = len(new) + len(old)
-        available = ready >= replicas
+
+REVISION = "deployment.kubernetes.io/revision"
+HASH_LABEL = "pod-template-hash"
+
+
+def _percent(value: Any, total: int, round_up: bool) -> int:
+    if isinstance(value, str) and value.endswith("%"):
+        scaled = int(value[:-1]) * total
+        return -(-scaled // 100) if round_up else scaled // 100
+    return int(value or 0)
+
+
+def _without_hash(template: Obj) -> Obj:
+    out = copy.deepcopy(template)
+    ((out.get("metadata") or {}).get("labels") or {}).pop(HASH_LABEL, None)
+    return out
+
+
+class DeploymentController(_OwnerBase):
+    """apps/v1 Deployment -> ReplicaSets ``<deploy>-<pod-template-hash>`` (RollingUpdate/Recreate)."""
+
+    kind = "Deployment"
+    key = "deployments.apps"
+    child_key = "replicasets.apps"
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        deploy = self.ctx.store.try_get(self.key, namespace, name)
+        if deploy is None or deleting(deploy):
+            return
+        spec = deploy["spec"]
+        replicas = int(spec.get("replicas", 1))
+        owned = self._owned_pods(namespace, name, deploy)
+        template = spec["template"]
+        new = next((rs for rs in owned if _without_hash(rs["spec"].get("template") or {}) == template), None)
+        olds = sorted((rs for rs in owned if rs is not new), key=lambda rs: _revision(rs))
+        max_surge, max_unavailable = self._limits(deploy, replicas)
+        recreate = (spec.get("strategy") or {}).get("type") == "Recreate"
+        if spec.get("paused"):
+            self._update_status(deploy, new, olds, replicas, max_unavailable)
+            return
+        if recreate:
+            for rs in olds:
+                self._scale(rs, 0, deploy, max_surge)
+            if any(self._pods_of(rs) for rs in olds):
+                self._update_status(deploy, new, olds, replicas, max_unavailable)
+                return
+            new = self._ensure_new(deploy, new, olds, replicas, max_surge)
+            new = self._scale(new, replicas, deploy, max_surge)
+        else:
+            current = sum(int(rs["spec"].get("replicas", 0)) for rs in olds)
+            if new is None:
+                want = max(min(replicas, replicas + max_surge - current), 0) if olds else replicas
+                new = self._ensure_new(deploy, None, olds, want, max_surge)
+            else:
+                new = self._ensure_new(deploy, new, olds, int(new["spec"].get("replicas", 0)), max_surge)
+                total = current + int(new["spec"].get("replicas", 0))
+                room = replicas + max_surge - total
+                target = replicas if not olds else min(replicas, int(new["spec"].get("replicas", 0)) + max(room, 0))
+                if int(new["spec"].get("replicas", 0)) > replicas:
+                    target = replicas
+                new = self._scale(new, target, deploy, max_surge)
+            olds = self._scale_down_olds(deploy, new, olds, replicas, max_unavailable, max_surge)
+        self._cleanup(deploy, olds)
+        self._update_status(deploy, new, olds, replicas, max_unavailable)
+
+    @staticmethod
+    def _limits(deploy: Obj, replicas: int) -> tuple[int, int]:
+        rolling = (deploy["spec"].get("strategy") or {}).get("rollingUpdate") or {}
+        if (deploy["spec"].get("strategy") or {}).get("type") == "Recreate":
+            return 0, replicas
+        surge = _percent(rolling.get("maxSurge", "25%"), replicas, round_up=True)
+        unavailable = _percent(rolling.get("maxUnavailable", "25%"), replicas, round_up=False)
+        if surge == 0 and unavailable == 0:
+            unavailable = 1
+        return surge, min(unavailable, replicas)
+
+    def _pods_of(self, rs: Obj) -> list[Obj]:
+        uid = rs["metadata"]["uid"]
+        return [
+            p
+            for p in self.ctx.store.list("pods", rs["metadata"]["namespace"])
+            if (controller_of(p) or {}).get("uid") == uid and _active(p)
+        ]
+
+    def _ensure_new(self, deploy: Obj, new: Obj | None, olds: list[Obj], replicas: int, max_surge: int) -> Obj:
+        meta = deploy["metadata"]
+        revision = str(max([_revision(rs) for rs in olds] + [0]) + 1)
+        if new is not None:
+            if _revision(new) <= int(revision) - 1:
+                new = self._annotate(new, {REVISION: revision})  # a rollback makes an old template new again
+            self._annotate_deploy(deploy, new)
+            return new
+        template_hash = _template_hash(deploy["spec"]["template"], 10)
+        template = copy.deepcopy(deploy["spec"]["template"])
+        _map(_map(template, "metadata"), "labels")[HASH_LABEL] = template_hash
+        selector = copy.deepcopy(deploy["spec"].get("selector") or {})
+        _map(selector, "matchLabels")[HASH_LABEL] = template_hash
+        desired = int(deploy["spec"].get("replicas", 1))
+        rs: Obj = {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {
+                "name": f"{meta['name']}-{template_hash}",
+                "namespace": meta["namespace"],
+                "labels": dict(template["metadata"]["labels"]),
+                "annotations": {
+                    "deployment.kubernetes.io/desired-replicas": str(desired),
+                    "deployment.kubernetes.io/max-replicas": str(desired + max_surge),
+                    REVISION: revision,
+                },
+                "ownerReferences": [owner_ref(deploy)],
+            },
+            "spec": {
+                "replicas": replicas,
+                "selector": selector,
+                "template": template,
+                **(
+                    {"minReadySeconds": deploy["spec"]["minReadySeconds"]}
+                    if deploy["spec"].get("minReadySeconds")
+                    else {}
+                ),
+            },
+        }
+        created = self.ctx.store.create(self.child_key, rs, namespace=meta["namespace"])
+        self._event(
+            deploy, "ScalingReplicaSet", f"Scaled up replica set {created['metadata']['name']} from 0 to {replicas}"
+        )
+        self._annotate_deploy(deploy, created)
+        return created
+
+    def _annotate(self, rs: Obj, annotations: dict[str, str]) -> Obj:
+        current = rs["metadata"].get("annotations") or {}
+        if all(current.get(k) == v for k, v in annotations.items()):
+            return rs
+        updated = copy.deepcopy(rs)
+        _map(updated["metadata"], "annotations").update(annotations)
+        return self.ctx.store.replace(self.child_key, updated)
+
+    def _annotate_deploy(self, deploy: Obj, new: Obj) -> None:
+        revision = (new["metadata"].get("annotations") or {}).get(REVISION)
+        if revision and (deploy["metadata"].get("annotations") or {}).get(REVISION) != revision:
+            updated = copy.deepcopy(deploy)
+            _map(updated["metadata"], "annotations")[REVISION] = revision
+            written = self.ctx.store.replace(self.key, updated)
+            deploy["metadata"] = written["metadata"]
+
+    def _scale(self, rs: Obj | None, replicas: int, deploy: Obj, max_surge: int) -> Obj:
+        assert rs is not None
+        desired = int(deploy["spec"].get("replicas", 1))
+        annotations = {
+            "deployment.kubernetes.io/desired-replicas": str(desired),
+            "deployment.kubernetes.io/max-replicas": str(desired + max_surge),
+        }
+        current = int(rs["spec"].get("replicas", 0))
+        if current == replicas and all(
+            (rs["metadata"].get("annotations") or {}).get(k) == v for k, v in annotations.items()
+        ):
+            return rs
+        updated = copy.deepcopy(rs)
+        updated["spec"]["replicas"] = replicas
+        _map(updated["metadata"], "annotations").update(annotations)
+        written = self.ctx.store.replace(self.child_key, updated)
+        if current != replicas:
+            verb = "up" if replicas > current else "down"
+            self._event(
+                deploy,
+                "ScalingReplicaSet",
+                f"Scaled {verb} replica set {rs['metadata']['name']} from {current} to {replicas}",
+            )
+        return written
+
+    def _scale_down_olds(
+        self, deploy: Obj, new: Obj, olds: list[Obj], replicas: int, max_unavailable: int, max_surge: int
+    ) -> list[Obj]:
+        everything = [*olds, new]
+        available = sum(int((rs.get("status") or {}).get("availableReplicas", 0)) for rs in everything)
+        budget = available - (replicas - max_unavailable)
+        out = []
+        for rs in olds:  # oldest revision first
+            current = int(rs["spec"].get("replicas", 0))
+            unhealthy = current - int((rs.get("status") or {}).get("availableReplicas", 0))
+            cut = min(current, max(unhealthy, 0) + max(budget, 0))
+            if cut > 0:
+                budget -= max(cut - max(unhealthy, 0), 0)
+                rs = self._scale(rs, current - cut, deploy, max_surge)
+            out.append(rs)
+        return out
+
+    def _cleanup(self, deploy: Obj, olds: list[Obj]) -> None:
+        limit = int(deploy["spec"].get("revisionHistoryLimit", 10))
+        idle = [
+            rs
+            for rs in olds
+            if int(rs["spec"].get("replicas", 0)) == 0 and int((rs.get("status") or {}).get("replicas", 0)) == 0
+        ]
+        for rs in idle[: max(len(idle) - limit, 0)]:
+            delete_quietly(self.ctx.store, self.child_key, rs["metadata"]["namespace"], rs["metadata"]["name"])
+
+    def _update_status(
+        self, deploy: Obj, new: Obj | None, olds: list[Obj], replicas: int, max_unavailable: int
+    ) -> None:
+        everything = [rs for rs in [*olds, new] if rs is not None]
+
+        def total(field: str, sets: list[Obj]) -> int:
+            return sum(int((rs.get("status") or {}).get(field, 0)) for rs in sets)
+
+        available = total("availableReplicas", everything)
+        updated = total("replicas", [new]) if new is not None else 0
+        current = total("replicas", everything)
+        is_available = available >= replicas - max_unavailable
+        complete = new is not None and updated == replicas and current == replicas and available == replicas
+        new_name = new["metadata"]["name"] if new is not None else f"{deploy['metadata']['name']}"
         prev = {c["type"]: c for c in (deploy.get("status") or {}).get("conditions") or []}
+        progressing_reason = "NewReplicaSetAvailable" if complete else "ReplicaSetUpdated"
         conditions = [
             _deploy_condition(
                 prev.get("Available"),
                 "Available",
-                available,
-                "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+                is_available,
+                "MinimumReplicasAvailable" if is_available else "MinimumReplicasUnavailable",
                 "Deployment has minimum availability."
-                if available
+                if is_available
                 else "Deployment does not have minimum availability.",
             ),
             _deploy_condition(
                 prev.get("Progressing"),
                 "Progressing",
                 True,
-                "NewReplicaSetAvailable" if not old and available else "ReplicaSetUpdated",
-                f'ReplicaSet "{deploy["metadata"]["name"]}-{template_hash}" '
-                + ("has successfully progressed." if not old and available else "is progressing."),
+                progressing_reason,
+                f'ReplicaSet "{new_name}" ' + ("has successfully progressed." if complete else "is progressing."),
             ),
         ]
         status = drop_zero(
             {
                 "observedGeneration": deploy["metadata"].get("generation", 1),
-                "replicas": total,
-                "updatedReplicas": len(new),
-                "readyReplicas": ready,
-                "availableReplicas": ready,
-                "unavailableReplicas": max(replicas - ready, 0),
+                "replicas": current,
+                "updatedReplicas": updated,
+                "readyReplicas": total("readyReplicas", everything),
+                "availableReplicas": available,
+                "unavailableReplicas": max(replicas - available, 0),
                 "conditions": conditions,
             }
         )
         write_status(self.ctx.store, self.key, deploy, status)
+
+
+def _map(obj: Obj, key: str) -> Obj:
+    """obj[key] as a dict, replacing a missing or null value (YAML ``annotations:``) by {}."""
+    value = obj.get(key)
+    if not isinstance(value, dict):
+        value = obj[key] = {}
+    return value
+
+
+def _revision(rs: Obj) -> int:
+    value = (rs["metadata"].get("annotations") or {}).get(REVISION, "0")
+    return int(value) if value.isdigit() else 0
+
+
+def _active(pod: Obj) -> bool:
+    return not deleting(pod) and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
 
 
 def _deploy_condition(prev: dict[str, Any] | None, ctype: str, ok: bool, reason: str, message: str) -> Obj:
@@ -374,7 +646,7 @@ def _deploy_condition(prev: dict[str, Any] | None, ctype: str, ok: bool, reason:
         "type": ctype,
         "status": value,
         "lastUpdateTime": prev["lastUpdateTime"] if same and prev else stamp,
-        "lastTransitionTime": prev["lastTransitionTime"] if same and prev else stamp,
+        "lastTransitionTime": prev["lastTransitionTime"] if prev is not None and prev.get("status") == value else stamp,
         "reason": reason,
         "message": message,
     }
