@@ -5,7 +5,8 @@ way to start and stop, so tests and ``demo`` can run several side by side in one
 while the bot under test talks to them over real HTTP.
 
 Guarantees: ``start()`` returns only once the socket is listening; ``stop()`` closes the
-listener and the loop and joins the thread; ``call()`` runs a coroutine on the server's loop
+listener and the loop and joins the thread (``ssl_context`` makes it serve HTTPS and
+``url`` start with ``https://``); ``call()`` runs a coroutine on the server's loop
 from any thread and returns its result.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ssl
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -25,8 +27,15 @@ T = TypeVar("T")
 class ThreadedServer:
     """An aiohttp app served from its own thread and event loop."""
 
-    def __init__(self, app: web.Application, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.app = app
+        self.ssl_context = ssl_context
         self.host = host
         self._requested_port = port
         self.port = 0
@@ -38,7 +47,8 @@ class ThreadedServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -56,7 +66,7 @@ class ThreadedServer:
     async def _start(self) -> None:
         self._runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self._requested_port)
+        site = web.TCPSite(self._runner, self.host, self._requested_port, ssl_context=self.ssl_context)
         await site.start()
         server = site._server
         assert server is not None

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,15 @@ from kubernetes import client, config, dynamic, watch
 from sandbox._http import ThreadedServer
 from sandbox.kube.server import KubeApiServer
 from sandbox.kube.store import ApiError, Store
+
+_CLIENTS: weakref.WeakKeyDictionary[KubeApiServer, httpx.Client] = weakref.WeakKeyDictionary()
+
+
+def _https(kube: KubeApiServer) -> httpx.Client:
+    """An httpx client that verifies the server's certificate against its own CA (never verify=False)."""
+    if kube not in _CLIENTS:
+        _CLIENTS[kube] = httpx.Client(verify=kube.ssl_context())
+    return _CLIENTS[kube]
 
 
 @pytest.fixture
@@ -122,16 +132,24 @@ def test_list_field_selector_limit_continue_and_wire_shape(server: KubeApiServer
     assert _names(second.items) + _names(third.items) == ["c", "d", "e"]
     assert third.metadata._continue is None
     assert first.metadata.resource_version == second.metadata.resource_version == third.metadata.resource_version
-    raw = httpx.get(
-        f"{server.url}/api/v1/pods",
-        headers={"Authorization": f"Bearer {server.token}"},
-        params={"limit": "1"},
-    ).json()
+    raw = (
+        _https(server)
+        .get(
+            f"{server.url}/api/v1/pods",
+            headers={"Authorization": f"Bearer {server.token}"},
+            params={"limit": "1"},
+        )
+        .json()
+    )
     assert raw["kind"] == "PodList" and raw["apiVersion"] == "v1" and raw["items"] == []
-    listed = httpx.get(
-        f"{server.url}/api/v1/namespaces/default/configmaps",
-        headers={"Authorization": f"Bearer {server.token}"},
-    ).json()
+    listed = (
+        _https(server)
+        .get(
+            f"{server.url}/api/v1/namespaces/default/configmaps",
+            headers={"Authorization": f"Bearer {server.token}"},
+        )
+        .json()
+    )
     assert "kind" not in listed["items"][0] and listed["items"][0]["metadata"]["uid"]
     with pytest.raises(client.ApiException) as err:
         core.list_namespaced_config_map("default", field_selector="data.k=v")
@@ -163,10 +181,10 @@ def test_malformed_requests_are_400(server: KubeApiServer, core: Any) -> None:
     auth = {"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"}
     base = f"{server.url}/api/v1/namespaces/default/configmaps"
     cases = [
-        httpx.post(base, content=b"{not json", headers=auth),
-        httpx.put(f"{base}/x", json={"metadata": {"name": "y"}}, headers=auth),
-        httpx.post(base, json={"metadata": {"name": "z", "namespace": "other"}}, headers=auth),
-        httpx.post(base, json={"metadata": {"name": "z", "labels": {"n": 1}}}, headers=auth),
+        _https(server).post(base, content=b"{not json", headers=auth),
+        _https(server).put(f"{base}/x", json={"metadata": {"name": "y"}}, headers=auth),
+        _https(server).post(base, json={"metadata": {"name": "z", "namespace": "other"}}, headers=auth),
+        _https(server).post(base, json={"metadata": {"name": "z", "labels": {"n": 1}}}, headers=auth),
     ]
     assert [(r.status_code, r.json()["reason"]) for r in cases] == [(400, "BadRequest")] * 4
     assert cases[1].json()["message"] == "the name of the object (y) does not match the name on the URL (x)"
@@ -208,7 +226,7 @@ def test_merge_patch_and_json_patch_of_a_configmap(server: KubeApiServer, core: 
         core.patch_namespaced_config_map("p", "default", [{"op": "test", "path": "/data/a", "value": "nope"}])
     assert err.value.status == 422 and _status(err.value)["reason"] == "Invalid"
     assert core.read_namespaced_config_map("p", "default").data == {"a": "11"}
-    resp = httpx.patch(
+    resp = _https(server).patch(
         f"{server.url}/api/v1/namespaces/default/configmaps/p",
         headers={"Authorization": f"Bearer {server.token}", "Content-Type": "text/plain"},
         content=b"{}",
@@ -304,7 +322,7 @@ def test_watch_selection_timeout_and_too_old(server: KubeApiServer, core: Any) -
     try:
         for i in range(6):
             small.store.create("configmaps", _cm(f"c{i}"), namespace="default")
-        raw = httpx.get(
+        raw = _https(small).get(
             f"{small.url}/api/v1/namespaces/default/configmaps",
             params={"watch": "true", "resourceVersion": "1", "timeoutSeconds": "1"},
             headers={"Authorization": f"Bearer {small.token}"},
@@ -358,7 +376,7 @@ def test_deny_list_answers_access_reviews_and_enforces(server: KubeApiServer, ap
 
 def test_missing_or_wrong_token_is_401(server: KubeApiServer) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}):
-        resp = httpx.get(f"{server.url}/api/v1/namespaces/default/pods", headers=headers)
+        resp = _https(server).get(f"{server.url}/api/v1/namespaces/default/pods", headers=headers)
         assert resp.status_code == 401
         assert resp.json() == {
             "kind": "Status",
@@ -369,7 +387,7 @@ def test_missing_or_wrong_token_is_401(server: KubeApiServer) -> None:
             "reason": "Unauthorized",
             "code": 401,
         }
-    assert httpx.get(f"{server.url}/healthz").text == "ok"
+    assert _https(server).get(f"{server.url}/healthz").text == "ok"
 
 
 # ---- service proxy ----
@@ -397,7 +415,7 @@ def test_service_proxy_forwards_and_reports_missing(server: KubeApiServer, core:
     core.create_namespaced_service("default", svc)
     auth = {"Authorization": f"Bearer {server.token}"}
     base = f"{server.url}/api/v1/namespaces/default/services"
-    resp = httpx.get(f"{base}/my-milvus:9091/proxy/api/v1/health", headers=auth)
+    resp = _https(server).get(f"{base}/my-milvus:9091/proxy/api/v1/health", headers=auth)
     assert resp.status_code == 503
     assert resp.json()["message"] == 'no endpoints available for service "my-milvus"'
     backend = _echo_backend()
@@ -407,7 +425,7 @@ def test_service_proxy_forwards_and_reports_missing(server: KubeApiServer, core:
             "my-milvus:9091", "default", "api/v1/health", _preload_content=False
         )
         assert json.loads(got.data)["path"] == "/api/v1/health"
-        posted = httpx.post(
+        posted = _https(server).post(
             f"{base}/http:my-milvus:metrics/proxy/api/v1/persist",
             params={"x": "1"},
             content=b'{"db_name": "default"}',
@@ -423,9 +441,9 @@ def test_service_proxy_forwards_and_reports_missing(server: KubeApiServer, core:
         }
     finally:
         backend.stop()
-    refused = httpx.get(f"{base}/my-milvus:9091/proxy/api/v1/health", headers=auth)
+    refused = _https(server).get(f"{base}/my-milvus:9091/proxy/api/v1/health", headers=auth)
     assert refused.status_code == 503 and refused.json()["reason"] == "ServiceUnavailable"
-    missing = httpx.get(f"{base}/nope:9091/proxy/", headers=auth)
+    missing = _https(server).get(f"{base}/nope:9091/proxy/", headers=auth)
     assert missing.status_code == 404 and missing.json()["message"] == 'services "nope" not found'
 
 
@@ -457,7 +475,7 @@ def test_custom_objects_api_on_milvuses(server: KubeApiServer, api: Any) -> None
     listed = co.list_namespaced_custom_object(*args, label_selector="milvus.io/operator-version=v1.1.2")
     assert [i["metadata"]["name"] for i in listed["items"]] == ["my-release"]
     assert listed["items"][0]["kind"] == "Milvus" and listed["kind"] == "MilvusList"
-    resp = httpx.patch(
+    resp = _https(server).patch(
         f"{server.url}/apis/milvus.io/v1beta1/namespaces/default/milvuses/my-release",
         headers={
             "Authorization": f"Bearer {server.token}",
@@ -557,3 +575,119 @@ def test_watch_resumed_from_a_resource_version_only_replays_its_own_kind(tmp_pat
             for e in w.stream(core.list_namespaced_pod, "default", resource_version=rv, timeout_seconds=1)
         ]
         assert kinds == [("ADDED", "Pod", "p1")]
+
+
+def test_dry_run_validates_but_writes_nothing(server: KubeApiServer) -> None:
+    http, auth = _https(server), {"Authorization": f"Bearer {server.token}"}
+    base = f"{server.url}/api/v1/namespaces/default/configmaps"
+    server.store.create("configmaps", _cm("live", a="1"), namespace="default")
+    rv = server.store.resource_version
+    created = http.post(f"{base}?dryRun=All", json=_cm("ghost", a="1"), headers=auth)
+    assert created.status_code == 201 and created.json()["metadata"]["uid"]
+    patched = http.patch(
+        f"{base}/live?dryRun=All",
+        json={"data": {"a": "2"}},
+        headers={**auth, "Content-Type": "application/merge-patch+json"},
+    )
+    assert patched.status_code == 200 and patched.json()["data"] == {"a": "2"}
+    deleted = http.delete(f"{base}/live?dryRun=All", headers=auth)
+    assert deleted.status_code == 200
+    invalid = http.post(f"{base}?dryRun=All", json=_cm("Bad_Name"), headers=auth)
+    assert invalid.status_code == 422
+    assert http.post(f"{base}?dryRun=Some", json=_cm("x"), headers=auth).status_code == 400
+    assert server.store.resource_version == rv
+    assert server.store.get("configmaps", "default", "live")["data"] == {"a": "1"}
+    assert server.store.try_get("configmaps", "default", "ghost") is None
+
+
+def test_field_validation_strict_warn_ignore(server: KubeApiServer) -> None:
+    http, auth = _https(server), {"Authorization": f"Bearer {server.token}"}
+    base = f"{server.url}/api/v1/namespaces/default/configmaps"
+    strict = http.post(f"{base}?fieldValidation=Strict", json={**_cm("s"), "bogus": 1}, headers=auth)
+    assert strict.status_code == 400
+    assert strict.json()["message"] == (
+        'ConfigMap in version "v1" cannot be handled as a ConfigMap: strict decoding error: unknown field "bogus"'
+    )
+    warned = http.post(base, json={**_cm("w"), "metadata": {"name": "w", "nope": 1}}, headers=auth)
+    assert warned.status_code == 201
+    assert warned.headers.get_list("Warning") == ['299 - "unknown field "metadata.nope""']
+    ignored = http.post(f"{base}?fieldValidation=Ignore", json={**_cm("i"), "bogus": 1}, headers=auth)
+    assert ignored.status_code == 201 and "Warning" not in ignored.headers
+
+
+def test_server_side_apply_needs_a_field_manager_and_tracks_owners(server: KubeApiServer) -> None:
+    http, auth = _https(server), {"Authorization": f"Bearer {server.token}"}
+    url = f"{server.url}/api/v1/namespaces/default/configmaps/ssa"
+    apply = {**auth, "Content-Type": "application/apply-patch+yaml"}
+    body = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa}\ndata: {a: '1', b: '2'}\n"
+    assert http.patch(url, content=body, headers=apply).status_code == 400
+    created = http.patch(f"{url}?fieldManager=one", content=body, headers=apply)
+    assert created.status_code == 201
+    # dropping a field from the applied config removes it; another manager's update owns its change
+    http.patch(
+        f"{url}?fieldManager=two",
+        json={"data": {"c": "3"}},
+        headers={**auth, "Content-Type": "application/merge-patch+json"},
+    )
+    again = http.patch(
+        f"{url}?fieldManager=one",
+        content="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa}\ndata: {a: '1'}\n",
+        headers=apply,
+    )
+    assert again.status_code == 200 and again.json()["data"] == {"a": "1", "c": "3"}
+    managers = {(e["manager"], e["operation"]): e["fieldsV1"] for e in again.json()["metadata"]["managedFields"]}
+    assert managers == {("two", "Update"): {"f:data": {"f:c": {}}}, ("one", "Apply"): {"f:data": {"f:a": {}}}}
+    conflict = http.patch(
+        f"{url}?fieldManager=one",
+        content="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa}\ndata: {a: '1', c: '9'}\n",
+        headers=apply,
+    )
+    assert conflict.status_code == 409
+    status = conflict.json()
+    assert status["reason"] == "Conflict"
+    assert status["message"].startswith('Apply failed with 1 conflict: conflict with "two" using v1 at ')
+    assert status["details"]["causes"][0]["field"] == ".data.c"
+
+
+def test_scale_subresource(server: KubeApiServer) -> None:
+    http, auth = _https(server), {"Authorization": f"Bearer {server.token}"}
+    labels = {"app": "s"}
+    server.store.create(
+        "deployments.apps",
+        {
+            "metadata": {"name": "s"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": "x"}]}},
+            },
+        },
+        namespace="default",
+    )
+    url = f"{server.url}/apis/apps/v1/namespaces/default/deployments/s/scale"
+    scale = http.get(url, headers=auth).json()
+    assert scale["kind"] == "Scale" and scale["apiVersion"] == "autoscaling/v1"
+    assert scale["spec"] == {"replicas": 1} and scale["status"]["selector"] == "app=s"
+    scale["spec"]["replicas"] = 4
+    assert http.put(url, json=scale, headers=auth).json()["spec"] == {"replicas": 4}
+    assert http.put(url, json=scale, headers=auth).status_code == 409  # stale resourceVersion
+    bad = http.patch(
+        url, json={"spec": {"replicas": -1}}, headers={**auth, "Content-Type": "application/merge-patch+json"}
+    )
+    assert bad.status_code == 422
+    assert server.store.get("deployments.apps", "default", "s")["spec"]["replicas"] == 4
+    resources = http.get(f"{server.url}/apis/apps/v1", headers=auth).json()["resources"]
+    entry = next(r for r in resources if r["name"] == "deployments/scale")
+    assert (entry["group"], entry["version"], entry["kind"]) == ("autoscaling", "v1", "Scale")
+
+
+def test_reapplying_the_same_config_changes_nothing() -> None:
+    from sandbox.kube import managed
+
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": "1"}}
+    live = managed.apply(None, config, "helm", force=False)
+    live["metadata"]["managedFields"][0]["time"] = "2020-01-01T00:00:00Z"
+    again = managed.apply(live, config, "helm", force=False)
+    assert again == live
+    changed = managed.apply(live, {**config, "data": {"a": "2"}}, "helm", force=False)
+    assert changed["metadata"]["managedFields"][0]["time"] != "2020-01-01T00:00:00Z"

@@ -30,6 +30,10 @@ SERVER_VERSION: dict[str, str] = {
 }
 
 
+# Kinds with a /scale subresource (autoscaling/v1 Scale).
+SCALABLE: frozenset[str] = frozenset({"deployments.apps", "statefulsets.apps", "replicasets.apps"})
+
+
 def group_versions() -> dict[str, list[str]]:
     """Group name ('' for core) -> served versions, in first-seen order."""
     out: dict[str, list[str]] = {}
@@ -104,6 +108,18 @@ def _sub_entries(rt: ResourceType) -> list[dict[str, Any]]:
                 "singularName": "",
                 "namespaced": rt.namespaced,
                 "kind": rt.kind,
+                "verbs": ["get", "patch", "update"],
+            }
+        )
+    if rt.key in SCALABLE:
+        subs.append(
+            {
+                "name": f"{rt.plural}/scale",
+                "singularName": "",
+                "namespaced": rt.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
                 "verbs": ["get", "patch", "update"],
             }
         )

@@ -1,24 +1,38 @@
-"""An HTTP server that speaks the Kubernetes REST API over a ``sandbox.kube.store.Store``.
+"""An HTTPS server that speaks the Kubernetes REST API over a ``sandbox.kube.store.Store``.
 
-Why: the bot talks to Kubernetes only through the official ``kubernetes`` Python client; this
-server lets tests and the offline demo point that client (via a written kubeconfig) at a
-local, strict, inspectable API server instead of a cluster.
+Why: the bot talks to Kubernetes only through the official ``kubernetes`` Python client, and
+the tests also drive the real kubectl and helm binaries; this server lets all of them point
+(via a written kubeconfig) at a local, strict, inspectable API server instead of a cluster.
 
 What it serves, as the real API server does:
+- HTTPS only, with a per-instance CA (``sandbox.tls``; the kubeconfig carries it as
+  ``certificate-authority-data``, ``ca_pem`` / ``ca_file`` / ``ssl_context()`` for direct
+  clients): client-go sends no bearer token over plain http;
 - discovery (``/api``, ``/api/v1``, ``/apis``, ``/apis/<g>``, ``/apis/<g>/<v>``, ``/version``)
-  and ``/healthz``, ``/readyz``, ``/livez`` (no token needed there);
+  and ``/healthz``, ``/readyz``, ``/livez`` (no token needed there); OpenAPI v3
+  (``/openapi/v3`` and per group-version documents, ``sandbox.kube.openapi``);
 - for every resource in ``RESOURCES``: list (label/field selectors, ``limit``/``continue``
   over a consistent snapshot), watch (chunked JSON lines, selectors, ``resourceVersion``
-  resume, ``timeoutSeconds``, ERROR 410 when too old, BOOKMARKs on request), get, create
-  (201), replace, patch (merge / strategic-merge / JSON patch by Content-Type, else 415),
-  delete (DeleteOptions preconditions and propagationPolicy), deletecollection, and the
-  ``/status`` subresource;
+  resume, ``timeoutSeconds``, ERROR 410 when too old, BOOKMARKs on request, watch-list:
+  ``sendInitialEvents=true`` sends every match then a BOOKMARK annotated
+  ``k8s.io/initial-events-end``), get, create (201), replace, patch (merge / strategic-merge /
+  JSON patch by Content-Type, server-side apply with field ownership and 409 conflicts,
+  ``sandbox.kube.managed``, else 415), delete (DeleteOptions preconditions and
+  propagationPolicy), deletecollection, the ``/status`` subresource and ``/scale``
+  (autoscaling/v1) for deployments and statefulsets;
+- request bodies in JSON, YAML or Kubernetes protobuf (``sandbox.kube.protobuf``: what
+  client-go sends for Secrets, ConfigMaps, Namespaces, DeleteOptions, access reviews);
+  answers are JSON, or a ``meta.k8s.io`` Table when the Accept header asks for one
+  (``sandbox.kube.tables``, what ``kubectl get`` prints);
+- write options: ``dryRun=All`` (everything checked, nothing stored, no events),
+  ``fieldValidation`` Strict (400 on unknown fields) / Warn (default, ``Warning`` headers) /
+  Ignore, ``fieldManager`` (recorded in ``metadata.managedFields``), ``force`` for apply;
 - ``SelfSubjectAccessReview`` answered from a deny list that the server also enforces (403
   with the real message), bearer-token authentication (401 without it);
 - the service proxy (``/api/v1/namespaces/<ns>/services/[http:]<name>[:<port>]/proxy/...``)
   forwarding to backends registered per service port (404 / 503 like the real one);
 - fault injection (answer the next N matching requests with an error Status, or hang then 504)
-  and a request log for assertions.
+  and a request log for assertions (``RequestRecord.raw`` keeps the body bytes).
 Every error is a ``metav1.Status`` JSON body with the matching HTTP code.
 """
 
@@ -29,12 +43,16 @@ import base64
 import binascii
 import collections
 import contextlib
+import copy
 import json
 import re
+import ssl
+import tempfile
 import threading
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +62,7 @@ import yaml
 from aiohttp import web
 
 from sandbox._http import ThreadedServer
-from sandbox.kube import discovery
+from sandbox.kube import crds, discovery, managed, openapi, protobuf, tables
 from sandbox.kube.store import (
     RESOURCES,
     ApiError,
@@ -55,6 +73,7 @@ from sandbox.kube.store import (
     method_not_allowed,
     unsupported_patch,
 )
+from sandbox.tls import ServerCert
 
 JSON = "application/json"
 _PATCH_TYPES = {
@@ -105,6 +124,7 @@ class RequestRecord:
     body: Any
     time: float
     content_type: str = ""
+    raw: bytes = b""  # the request body as sent (e.g. protobuf bytes)
 
 
 @dataclass
@@ -175,11 +195,13 @@ class KubeApiServer:
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
         self.app.on_cleanup.append(self._close_session)
         self._server: ThreadedServer | None = None
+        self.cert = ServerCert.generate()
+        self._tmp = tempfile.TemporaryDirectory(prefix="sandbox-kube-")
 
     # ---- lifecycle ----
 
     def start(self) -> KubeApiServer:
-        self._server = ThreadedServer(self.app).start()
+        self._server = ThreadedServer(self.app, ssl_context=self.cert.server_context()).start()
         return self
 
     def stop(self) -> None:
@@ -198,13 +220,38 @@ class KubeApiServer:
             raise RuntimeError("KubeApiServer is not started")
         return self._server.url
 
+    @property
+    def ca_pem(self) -> bytes:
+        """The PEM of this instance's CA (the only one that signed the serving certificate)."""
+        return self.cert.ca_pem
+
+    @property
+    def ca_file(self) -> str:
+        """A file holding ``ca_pem`` (removed when the server object is collected)."""
+        path = Path(self._tmp.name, "ca.crt")
+        if not path.exists():
+            path.write_bytes(self.cert.ca_pem)
+        return str(path)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client ``SSLContext`` that trusts this server (e.g. ``httpx.Client(verify=...)``)."""
+        return self.cert.client_context()
+
     def write_kubeconfig(self, path: str, context: str = "sandbox", namespace: str = "default") -> str:
         """Write a standard kubeconfig for this server and token; return the path."""
         config = {
             "apiVersion": "v1",
             "kind": "Config",
             "preferences": {},
-            "clusters": [{"name": context, "cluster": {"server": self.url}}],
+            "clusters": [
+                {
+                    "name": context,
+                    "cluster": {
+                        "server": self.url,
+                        "certificate-authority-data": base64.b64encode(self.cert.ca_pem).decode(),
+                    },
+                }
+            ],
             "users": [{"name": f"{context}-user", "user": {"token": self.token}}],
             "contexts": [
                 {
@@ -281,6 +328,7 @@ class KubeApiServer:
             body=_try_json(raw),
             time=time.monotonic(),
             content_type=_content_type(request),
+            raw=raw,
         )
         with self._lock:
             self.requests.append(record)
@@ -300,6 +348,8 @@ class KubeApiServer:
             return _json_response(dict(discovery.SERVER_VERSION))
         self._authenticate(request)
         await self._maybe_fault(request.method, path)
+        if path.rstrip("/") == "/openapi/v3" or path.startswith("/openapi/v3/"):
+            return _openapi_v3(path)
         doc = self._discovery(path, request)
         if doc is not None:
             return _json_response(doc)
@@ -427,46 +477,179 @@ class KubeApiServer:
             return self._access_review(_parse_body(request, raw))  # always allowed, as for system:basic-user
         resource = target.rt.plural + (f"/{target.subresource}" if target.subresource else "")
         self._authorize(verb, target.rt, resource, target.namespace, target.name)
-        if request.query.get("dryRun"):
-            raise bad_request("dryRun is not supported by the sandbox API server")
         if verb == "watch":
             return await self._watch(request, target, record)
         if verb == "list":
-            return _json_response(self._list(target, request.query))
-        return _json_response(*self._write(verb, request, raw, target))
+            listed = self._list(target, request.query)
+            as_table = self._table_renderer(request, target)
+            if as_table is not None:
+                items = [{"kind": target.rt.kind, "apiVersion": target.rt.api_version, **i} for i in listed["items"]]
+                return _json_response(as_table(items, listed["metadata"]))
+            return _json_response(listed)
+        opts = _WriteOptions.parse(request, verb)
+        if target.subresource == "scale":
+            body, code = self._scale(verb, request, raw, target, opts)
+        else:
+            body, code = self._write(verb, request, raw, target, opts)
+        resp = _json_response(body, code)
+        for warning in opts.warnings:
+            resp.headers.add("Warning", f'299 - "{warning}"')
+        return resp
 
-    def _write(self, verb: str, request: web.Request, raw: bytes, target: _Target) -> tuple[Any, int]:
+    def _write(
+        self, verb: str, request: web.Request, raw: bytes, target: _Target, opts: _WriteOptions
+    ) -> tuple[Any, int]:
         store, rt = self.store, target.rt
         if verb == "get":
-            return store.get(rt.key, target.namespace, target.name or ""), 200
+            obj = store.get(rt.key, target.namespace, target.name or "")
+            as_table = self._table_renderer(request, target)
+            if as_table is not None:
+                return as_table([obj], {"resourceVersion": obj["metadata"].get("resourceVersion", "")}), 200
+            return obj, 200
+        manager = opts.manager
+        sub = target.subresource
+
+        def track(old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+            managed.record_update(old, new, manager, sub)
+
         if verb == "create":
             body = _parse_body(request, raw)
-            return store.create(rt.key, _with_namespace(rt, body, target.namespace), target.namespace), 201
+            opts.check_fields(rt, body)
+            body = _with_namespace(rt, body, target.namespace)
+            return store.create(rt.key, body, target.namespace, manage=track, dry_run=opts.dry_run), 201
         if verb == "update":
             body = _check_names(rt, _parse_body(request, raw), target)
-            return store.replace(rt.key, body, subresource=target.subresource), 200
+            opts.check_fields(rt, body)
+            return store.replace(rt.key, body, subresource=sub, manage=track, dry_run=opts.dry_run), 200
         if verb == "patch":
+            if _content_type(request).startswith("application/apply-patch"):
+                return self._apply(request, raw, target, opts)
+            if opts.force:
+                raise bad_request("Force flag is only supported for apply patches")  # as PatchOptions validation
             patch_type = _patch_type(request, rt)
             body = _try_json_strict(raw)
+            if patch_type != "json":
+                opts.check_fields(rt, body)
             result = store.patch(
-                rt.key, target.namespace, target.name or "", body, patch_type, subresource=target.subresource
+                rt.key,
+                target.namespace,
+                target.name or "",
+                body,
+                patch_type,
+                subresource=sub,
+                manage=track,
+                dry_run=opts.dry_run,
             )
             return result, 200
         if verb == "delete":
-            return self._delete(request, raw, target), 200
+            return self._delete(request, raw, target, opts), 200
         return self._delete_collection(request, raw, target), 200
 
-    def _delete(self, request: web.Request, raw: bytes, target: _Target) -> dict[str, Any]:
+    def _apply(self, request: web.Request, raw: bytes, target: _Target, opts: _WriteOptions) -> tuple[Any, int]:
+        """Server-side apply: create if missing, else merge with field ownership (see ``managed``)."""
         rt = target.rt
-        opts = _delete_options(request, raw)
-        pre = opts.get("preconditions") or {}
+        if not opts.field_manager:
+            raise bad_request("PATCH request requires fieldManager parameter to be set for apply")
+        try:
+            config = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError as exc:
+            raise bad_request(f"error decoding YAML: {exc}") from None
+        if not isinstance(config, dict):
+            raise bad_request("error decoding patch: the apply configuration must be an object")
+        if not config.get("apiVersion") or not config.get("kind"):
+            raise bad_request("apiVersion and kind must be set in an apply configuration")
+        meta = config.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise bad_request("json: cannot unmarshal into Go struct field of type v1.ObjectMeta")
+        if meta.get("name") not in (None, target.name):
+            raise bad_request(
+                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({target.name})"
+            )
+        meta["name"] = target.name
+        if rt.namespaced:
+            if meta.get("namespace") not in (None, "", target.namespace):
+                raise bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
+            meta["namespace"] = target.namespace
+        opts.check_apply_fields(rt, config, target.namespace)
+        with self.store.lock:
+            live = self.store.try_get(rt.key, target.namespace, target.name or "")
+            if live is None and target.subresource:
+                raise ApiError(404, "NotFound", f'{rt.plural} "{target.name}" not found', {"name": target.name})
+            merged = managed.apply(live, config, opts.field_manager, force=opts.force, subresource=target.subresource)
+            fields_entries = merged["metadata"].get("managedFields")
+
+            def keep(_old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+                new["metadata"]["managedFields"] = copy.deepcopy(fields_entries)
+
+            if live is None:
+                return self.store.create(rt.key, merged, target.namespace, manage=keep, dry_run=opts.dry_run), 201
+            result = self.store.replace(
+                rt.key, merged, subresource=target.subresource, manage=keep, dry_run=opts.dry_run
+            )
+            return result, 200
+
+    def _scale(
+        self, verb: str, request: web.Request, raw: bytes, target: _Target, opts: _WriteOptions
+    ) -> tuple[Any, int]:
+        """``/scale`` of deployments and statefulsets: an autoscaling/v1 Scale view of spec.replicas."""
+        rt, name = target.rt, target.name or ""
+        with self.store.lock:
+            live = self.store.get(rt.key, target.namespace, name)
+            if verb == "get":
+                return _scale_of(live), 200
+            current = _scale_of(live)
+            if verb == "update":
+                body = _parse_body(request, raw)
+            else:
+                if _content_type(request).startswith("application/apply-patch"):
+                    raise ApiError(415, "UnsupportedMediaType", "apply patches are not supported on /scale here")
+                body = self.store._apply_patch(rt, current, _try_json_strict(raw), _patch_type(request, rt))
+            if not isinstance(body, dict):
+                raise bad_request("the object provided is not a Scale: expected a JSON object")
+            if body.get("kind") not in (None, "", "Scale"):
+                raise bad_request(f"the kind in the body ({body['kind']}) does not match the expected kind (Scale)")
+            replicas = (body.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+                cause = {
+                    "reason": "FieldValueInvalid",
+                    "message": f"Invalid value: {json.dumps(replicas)}: must be greater than or equal to 0",
+                    "field": "spec.replicas",
+                }
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f'Scale.autoscaling "{name}" is invalid: spec.replicas: Invalid value: '
+                    f"{json.dumps(replicas)}: must be greater than or equal to 0",
+                    {"name": name, "group": "autoscaling", "kind": "Scale", "causes": [cause]},
+                )
+            rv = (body.get("metadata") or {}).get("resourceVersion")
+            update = copy.deepcopy(live)
+            update["spec"]["replicas"] = replicas
+            if verb == "update" and rv:
+                update["metadata"]["resourceVersion"] = rv
+            manager = opts.manager
+
+            def track(old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+                managed.record_update(old, new, manager, "scale")
+
+            result = self.store.replace(rt.key, update, manage=track, dry_run=opts.dry_run)
+            return _scale_of(result), 200
+
+    def _delete(self, request: web.Request, raw: bytes, target: _Target, opts: _WriteOptions) -> dict[str, Any]:
+        rt = target.rt
+        delete_opts = _delete_options(request, raw)
+        pre = delete_opts.get("preconditions") or {}
+        dry_run = opts.dry_run or _dry_run_values(delete_opts.get("dryRun") or [])
         result = self.store.delete(
             rt.key,
             target.namespace,
             target.name or "",
             uid=pre.get("uid"),
             resource_version=pre.get("resourceVersion"),
-            propagation_policy=opts.get("propagationPolicy"),
+            propagation_policy=delete_opts.get("propagationPolicy"),
+            dry_run=dry_run,
         )
         if result["metadata"].get("deletionTimestamp") or rt.delete_returns_object:
             return result
@@ -551,6 +734,22 @@ class KubeApiServer:
             raise ApiError(410, "Expired", _TOO_OLD_CONTINUE)
         return snap
 
+    def _table_renderer(
+        self, request: web.Request, target: _Target
+    ) -> Callable[[list[dict[str, Any]], dict[str, Any]], dict[str, Any]] | None:
+        """How to answer as a meta.k8s.io Table when the Accept header asks for one (kubectl get)."""
+        version = tables.table_version(request.headers.get("Accept", ""))
+        if version is None or target.subresource:
+            return None
+        rt = target.rt
+        include = tables.include_object(request.query)
+        crd = self.store.try_get(crds.CRD_KEY, None, f"{rt.plural}.{rt.group}") if rt.crd else None
+
+        def render(objects: list[dict[str, Any]], list_meta: dict[str, Any]) -> dict[str, Any]:
+            return tables.table(rt, objects, crd, version=version, include=include, list_meta=list_meta)
+
+        return render
+
     # ---- watch ----
 
     async def _watch(self, request: web.Request, target: _Target, record: RequestRecord) -> web.StreamResponse:
@@ -572,13 +771,21 @@ class KubeApiServer:
                 with contextlib.suppress(RuntimeError):  # loop already closed
                     loop.call_soon_threadsafe(queue.put_nowait, event)
 
+        initial_events = _send_initial_events(query)
         stream = _WatchStream(rt, target.namespace, matches)
+        stream.initial_events_end = initial_events is True
+        as_table = self._table_renderer(request, target)
+        if as_table is not None:
+            render = as_table
+            stream.render = lambda obj: render([obj], {"resourceVersion": obj["metadata"].get("resourceVersion", "")})
         with self.store.lock:
             unlisten = self.store.listen(on_event)
             try:
-                if rv_param in ("", "0"):
-                    backlog: list[Event] = []
+                backlog: list[Event] = []
+                if initial_events is True or (initial_events is None and rv_param in ("", "0")):
                     stream.initial = self.store.list(rt.key, target.namespace)
+                    stream.last_rv = self.store.resource_version
+                elif rv_param in ("", "0"):  # sendInitialEvents=false: from now on
                     stream.last_rv = self.store.resource_version
                 else:
                     stream.last_rv = int(rv_param)
@@ -591,7 +798,8 @@ class KubeApiServer:
             resp.enable_chunked_encoding()
             await resp.prepare(request)
             record.status = 200
-            await stream.run(resp, request, queue, backlog, timeout, query.get("allowWatchBookmarks") == "true")
+            with contextlib.suppress(ConnectionResetError):  # the client went away: the watch simply ends
+                await stream.run(resp, request, queue, backlog, timeout, query.get("allowWatchBookmarks") == "true")
             return resp
         finally:
             unlisten()
@@ -650,6 +858,8 @@ class _WatchStream:
         self.initial: list[dict[str, Any]] = []
         self.error: ApiError | None = None
         self.last_rv = 0
+        self.initial_events_end = False  # watch-list: a BOOKMARK marks the end of the initial ADDEDs
+        self.render: Callable[[dict[str, Any]], dict[str, Any]] = lambda obj: obj  # e.g. into a Table
 
     def _visible(self, obj: dict[str, Any] | None) -> bool:
         if obj is None:
@@ -684,7 +894,13 @@ class _WatchStream:
             return
         for obj in self.initial:
             if self._visible(obj):
-                await _send(resp, "ADDED", obj)
+                await _send(resp, "ADDED", self.render(obj))
+        if self.initial_events_end:
+            meta = {
+                "resourceVersion": str(self.last_rv),
+                "annotations": {"k8s.io/initial-events-end": "true"},
+            }
+            await _send(resp, "BOOKMARK", {"kind": self.rt.kind, "apiVersion": self.rt.api_version, "metadata": meta})
         for event in backlog:
             await self._emit(resp, event)
         deadline = time.monotonic() + timeout
@@ -707,7 +923,7 @@ class _WatchStream:
         self.last_rv = event[0]
         seen = self.translate(event)
         if seen is not None:
-            await _send(resp, seen[0], seen[1])
+            await _send(resp, seen[0], self.render(seen[1]))
 
 
 async def _send(resp: web.StreamResponse, kind: str, obj: dict[str, Any]) -> None:
@@ -717,6 +933,153 @@ async def _send(resp: web.StreamResponse, kind: str, obj: dict[str, Any]) -> Non
 # ---- helpers ----
 
 
+def _send_initial_events(query: Any) -> bool | None:
+    """Validate the watch-list parameters as ListOptions validation does.
+
+    True: a watch-list (initial ADDEDs, then the end BOOKMARK); False: start from now (or from
+    ``resourceVersion``) with no initial events; None: not asked (the legacy rules apply).
+    """
+    raw = query.get("sendInitialEvents")
+    match = query.get("resourceVersionMatch", "")
+    if raw is None:
+        if match:
+            raise ApiError(
+                422,
+                "Invalid",
+                'ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is '
+                "forbidden for watch unless sendInitialEvents is provided",
+                {"kind": "ListOptions", "group": "meta.k8s.io"},
+            )
+        return None
+    if raw not in ("true", "false"):
+        raise bad_request(f'sendInitialEvents: Invalid value: "{raw}": must be a boolean')
+    causes: list[str] = []
+    if match != "NotOlderThan":
+        causes.append(
+            f'resourceVersionMatch: Unsupported value: "{match}": supported values: "NotOlderThan"'
+            if match
+            else "resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to "
+            "NotOlderThan"
+        )
+    if raw == "true" and query.get("allowWatchBookmarks") != "true":
+        causes.append("allowWatchBookmarks: Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true")
+    if causes:
+        raise ApiError(
+            422,
+            "Invalid",
+            f'ListOptions.meta.k8s.io "" is invalid: {", ".join(causes)}',
+            {"kind": "ListOptions", "group": "meta.k8s.io"},
+        )
+    return raw == "true"
+
+
+SCALABLE = discovery.SCALABLE
+_FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
+
+
+@dataclass
+class _WriteOptions:
+    """The write query parameters: dryRun, fieldManager, fieldValidation, force."""
+
+    dry_run: bool
+    field_manager: str
+    manager: str  # fieldManager, else the User-Agent's product, as the real server names managers
+    validation: str
+    force: bool
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, request: web.Request, verb: str) -> _WriteOptions:
+        query = request.query
+        dry_run = _dry_run_values(query.getall("dryRun", []))
+        validation = query.get("fieldValidation", "") or "Warn"
+        if validation not in _FIELD_VALIDATION:
+            raise bad_request(
+                f'fieldValidation: Unsupported value: "{validation}": supported values: "Ignore", "Strict", "Warn"'
+            )
+        field_manager = query.get("fieldManager", "")
+        if len(field_manager) > 128:
+            raise bad_request("fieldManager: Too long: may not be more than 128 bytes")
+        agent = request.headers.get("User-Agent", "").split("/")[0][:128] or "unknown"
+        force_raw = query.get("force", "")
+        if force_raw not in ("", "true", "false"):
+            raise bad_request(f'force: Invalid value: "{force_raw}": must be a boolean')
+        return cls(dry_run, field_manager, field_manager or agent, validation, force_raw == "true")
+
+    def check_fields(self, rt: ResourceType, body: Any) -> None:
+        """Strict: unknown fields are a 400; Warn: a Warning header each; Ignore: nothing."""
+        if self.validation == "Ignore" or not isinstance(body, dict) or rt.crd:
+            return
+        unknown = openapi.unknown_fields(rt.group, rt.version, rt.kind, body)
+        if not unknown:
+            return
+        messages = [f'unknown field "{p}"' for p in unknown]
+        if self.validation == "Strict":
+            raise bad_request(
+                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: strict decoding error: '
+                + ", ".join(messages)
+            )
+        self.warnings.extend(messages)
+
+    def check_apply_fields(self, rt: ResourceType, config: dict[str, Any], namespace: str | None) -> None:
+        """Apply configurations are typed against the schema: unknown fields fail even without Strict."""
+        if rt.crd or self.validation == "Ignore":
+            return
+        unknown = openapi.unknown_fields(rt.group, rt.version, rt.kind, config)
+        if not unknown:
+            return
+        name = (config.get("metadata") or {}).get("name", "")
+        where = f"{namespace}/{name}" if namespace else name
+        raise ApiError(
+            400,
+            "BadRequest",
+            f"failed to create typed patch object ({where}; {rt.api_version}, Kind={rt.kind}): "
+            + ", ".join(f".{p}: field not declared in schema" for p in unknown),
+        )
+
+
+def _dry_run_values(values: list[str]) -> bool:
+    for value in values:
+        if value != "All":
+            raise bad_request(f'dryRun: Unsupported value: "{value}": supported values: "All"')
+    return bool(values)
+
+
+def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj["metadata"]
+    selector = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta
+        },
+        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in sorted(selector.items())),
+        },
+    }
+
+
+def _openapi_v3(path: str) -> web.Response:
+    rest = path.rstrip("/")[len("/openapi/v3") :].strip("/")
+    if not rest:
+        return _json_response(openapi.root())
+    parts = rest.split("/")
+    if parts[0] == "api" and len(parts) == 2:
+        group, version = "", parts[1]
+    elif parts[0] == "apis" and len(parts) == 3:
+        group, version = parts[1], parts[2]
+    else:
+        raise not_found_path()
+    doc = openapi.group_version_document(group, version)
+    if doc is None:
+        raise not_found_path()
+    headers = {"Cache-Control": "public, immutable", "Etag": f'"{openapi.document_hash(group, version)}"'}
+    return web.Response(body=doc, content_type=JSON, headers=headers)
+
+
 def _raise(exc: ApiError) -> dict[str, Any]:
     raise exc
 
@@ -724,6 +1087,11 @@ def _raise(exc: ApiError) -> dict[str, Any]:
 def _try_json(raw: bytes) -> Any:
     if not raw:
         return None
+    if raw.startswith(protobuf.MAGIC):
+        try:
+            return protobuf.decode(raw)
+        except ValueError:
+            return None
     try:
         return json.loads(raw)
     except ValueError:
@@ -737,15 +1105,25 @@ def _try_json_strict(raw: bytes) -> Any:
         raise bad_request(f"error decoding patch: {exc}") from None
 
 
+_UNKNOWN_FORMAT = (
+    "the body of the request was in an unknown format - accepted media types include: "
+    "application/json, application/yaml, application/vnd.kubernetes.protobuf, application/cbor"
+)
+
+
 def _parse_body(request: web.Request, raw: bytes) -> Any:
     ctype = _content_type(request) or JSON
+    if ctype == protobuf.MEDIA_TYPE:
+        if not raw:
+            raise bad_request("the body of the request was empty")
+        try:
+            return protobuf.decode(raw)
+        except protobuf.UnsupportedKind:
+            raise ApiError(415, "UnsupportedMediaType", _UNKNOWN_FORMAT) from None
+        except (protobuf.ProtobufError, ValueError) as exc:
+            raise bad_request(f"couldn't get version/kind; protobuf decode error: {exc}") from None
     if ctype and not (ctype.endswith("json") or ctype.endswith("yaml")):
-        raise ApiError(
-            415,
-            "UnsupportedMediaType",
-            "the body of the request was in an unknown format - accepted media types include: "
-            "application/json, application/yaml, application/vnd.kubernetes.protobuf, application/cbor",
-        )
+        raise ApiError(415, "UnsupportedMediaType", _UNKNOWN_FORMAT)
     if not raw:
         raise bad_request("the body of the request was empty")
     try:
@@ -841,7 +1219,8 @@ def _parse_target(group: str, version: str, rest: list[str]) -> _Target:
     if rt.namespaced and namespace is None and len(rest) > 1:
         raise not_found_path()
     target = _Target(rt, namespace, rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None)
-    if target.subresource is not None and not (target.subresource == "status" and rt.status_subresource):
+    sub = target.subresource
+    if sub is not None and not ((sub == "status" and rt.status_subresource) or (sub == "scale" and rt.key in SCALABLE)):
         raise not_found_path()
     return target
 
