@@ -316,8 +316,9 @@ def test_data_survives_stop_and_start(sim: MilvusSim, client: MilvusClient) -> N
 def test_routes_gone_on_milvus_404(sim: MilvusSim, client: MilvusClient) -> None:
     client.health()
     sim.remove_v1_routes()
-    with pytest.raises(MilvusRoutesGone, match=r"2\.6"):
+    with pytest.raises(MilvusRoutesGone, match="404 on /api/v1") as info:
         client.health()
+    assert "2.6" not in str(info.value)  # a 404 says nothing about the version (2.6 serves these routes too)
     with pytest.raises(MilvusRoutesGone):
         client.list_collections("default")
     assert client.healthz() == (True, "OK")

@@ -18,7 +18,7 @@ What it guarantees:
 Exceptions (all carry ``route``, ``reason``, ``http_status``, ``code``, ``error_code``, ``retriable``)::
 
     MilvusHttpError         a call failed: non-empty status, HTTP error status, or a malformed answer
-     +-- MilvusRoutesGone   /api/v1 answers gin's 404 (Milvus 2.6+): the procedure does not apply
+     +-- MilvusRoutesGone   /api/v1 answers gin's 404: the flush routes the procedure needs are missing
      +-- MilvusAuthError    the RESTful port refused the token (code 1800)
      +-- MilvusUnreachable  no HTTP answer at all (connect error, timeout); worth retrying
      +-- FlushTimeout       segments still unflushed at the deadline; ``unflushed`` names them
@@ -75,7 +75,10 @@ class MilvusHttpError(Exception):
 
 
 class MilvusRoutesGone(MilvusHttpError):
-    """The /api/v1 routes are gone (Milvus 2.6+): the Pulsar V2 -> V3 procedure does not apply."""
+    """The /api/v1 routes answer 404: the flush cannot be done through this port.
+
+    Not a sign of Milvus 2.6 (2.6 still serves them): the version is judged from the chart,
+    the image tag or the Milvus resource, never from this answer."""
 
 
 class MilvusAuthError(MilvusHttpError):
@@ -285,8 +288,8 @@ class MilvusClient:
             return MilvusHttpError(route, f"Kubernetes: {doc.get('message', 'not found')}", http_status=404)
         return MilvusRoutesGone(
             route,
-            "Milvus answers 404 on /api/v1: these routes were removed (Milvus 2.6+), "
-            "so the Pulsar V2 -> V3 procedure does not apply as written",
+            "Milvus answers 404 on /api/v1 (port 9091): the flush routes this procedure needs are not "
+            "served there; check that MILVUS_MGMT_URL points at the proxy's management port",
             http_status=404,
         )
 
@@ -306,7 +309,7 @@ class MilvusClient:
     # ------------------------------------------------------------------ single calls
 
     def health(self) -> None:
-        """GET /api/v1/health. Raises MilvusRoutesGone on a Milvus 404 (2.6+)."""
+        """GET /api/v1/health. Raises MilvusRoutesGone on a Milvus 404."""
         resp = self._send("GET", self.mgmt_base_url + V1_HEALTH, V1_HEALTH, None, {})
         if resp.status_code == 404:
             raise self._not_found(V1_HEALTH, resp)
