@@ -1,6 +1,6 @@
 # The bot's image: Python 3.11, the package, and the real helm binary (HELM_BIN=helm).
 FROM python:3.11-slim AS base
-ARG HELM_VERSION=v3.16.2
+ARG HELM_VERSION=v4.1.4
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
     && curl -fsSL "https://get.helm.sh/helm-${HELM_VERSION}-linux-amd64.tar.gz" | tar -xz -C /tmp \
     && mv /tmp/linux-amd64/helm /usr/local/bin/helm && rm -rf /tmp/linux-amd64 \

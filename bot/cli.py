@@ -30,8 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="offline rehearsal: the real bot against the sandbox cluster, Slack and a private Redis",
-        description="Start the sandbox (Kubernetes API, helm, Milvus, Slack simulators), a private "
-        "redis-server and the real bot, then play a person in Slack and print the thread.",
+        description="Start the sandbox (Kubernetes API and controllers, Milvus and Slack simulators, the "
+        "real helm and Milvus charts), a private redis-server and the real bot, then play a person in "
+        "Slack and print the thread.",
     )
     demo.add_argument("--interactive", action="store_true", help="ask on the terminal before each click")
     demo.add_argument(
@@ -39,6 +40,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=["helm", "operator"],
         default="helm",
         help="rehearse a Helm-installed Milvus (default) or one managed by milvus-operator",
+    )
+    demo.add_argument(
+        "--helm",
+        type=int,
+        choices=[3, 4],
+        default=4,
+        help="rehearse with the pinned real Helm 4 (default, v4.1.4) or Helm 3 (v3.17.3)",
     )
     demo.add_argument("--verbose", action="store_true", help="also print the bot's own log")
     return parser
@@ -63,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from bot import demo
 
-    return demo.run(interactive=args.interactive, verbose=args.verbose, mode=args.mode)
+    return demo.run(interactive=args.interactive, verbose=args.verbose, mode=args.mode, helm_major=args.helm)
 
 
 if __name__ == "__main__":

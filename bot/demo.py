@@ -1,10 +1,11 @@
 """``milvus-pulsar-upgrade-bot demo``: the offline rehearsal.
 
-Starts a private redis-server, the sandbox world (Kubernetes API + controllers, helm, Milvus,
-Slack) and the real bot (``serve``, as a subprocess), then plays an on-call engineer in
-Slack: types the slash command, prints the thread as it grows, clicks Approve at each
-checkpoint (or asks on the terminal with ``--interactive``), and prints the cluster before
-and after. Everything it started is stopped at the end, whatever happens.
+Starts a private redis-server, the sandbox world (Kubernetes API + controllers, Milvus and
+Slack simulators, the pinned real helm installing the real Milvus chart) and the real bot
+(``serve``, as a subprocess), then plays an on-call engineer in Slack: types the slash
+command, prints the thread as it grows, clicks Approve at each checkpoint (or asks on the
+terminal with ``--interactive``), and prints the cluster before and after.
+Everything it started is stopped at the end, whatever happens.
 """
 
 from __future__ import annotations
@@ -154,17 +155,18 @@ def play(world: World, client: SlackClient, interactive: bool, release: str, tim
     return "timed out"
 
 
-def run(interactive: bool = False, verbose: bool = False, mode: str = "helm") -> int:
+def run(interactive: bool = False, verbose: bool = False, mode: str = "helm", helm_major: int = 4) -> int:
     workdir = tempfile.mkdtemp(prefix="mpub-demo-")
     cleanups: list[Callable[[], None]] = []
     try:
+        world = World(workdir, pod_ready_seconds=0.2, helm_major=helm_major)
         _say(
-            f"Rehearsing the {mode} path. Starting the sandbox: "
-            "Kubernetes API + controllers, helm, Milvus and Slack simulators…"
+            f"Rehearsing the {mode} path with the real helm {helm_major} and the real Milvus chart. Starting the "
+            "sandbox: Kubernetes API + controllers, Milvus and Slack simulators…"
         )
         redis_server = RedisServer().start()
         cleanups.append(redis_server.cleanup)
-        world = World(workdir, pod_ready_seconds=0.2).start()
+        world.start()
         cleanups.append(world.stop)
         if mode == "operator":
             world.seed_operator()

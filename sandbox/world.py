@@ -3,11 +3,13 @@
 ``World`` starts the Kubernetes API server with its controllers, a Slack Web API, and for
 each Milvus release a Milvus HTTP simulator reachable through the API server's service proxy
 at ``<release>-milvus`` (ports 9091 and 19530), exactly where the bot looks for it. Releases
-are installed with the helm simulator, so their storage Secrets, objects and PVCs are what
-real helm and a real cluster would hold.
+are installed by the real helm (``helm_major`` 4 or 3, the pinned binaries of
+``sandbox.tools``) from the real Milvus charts, served by ``ChartRepo`` as a chart repository,
+so their storage Secrets, objects and PVCs are what real helm writes and what the simulated
+controllers make of the real chart.
 
 The default scenario (``seed_default``) is the one the README's demo rehearses:
-- ``default/my-release``: chart 4.2.40 (Milvus 2.5.10), cluster mode, Pulsar V2, three
+- ``default/my-release``: chart 4.2.40 (Milvus 2.5.5), cluster mode, Pulsar V2, three
   databases with collections and unflushed writes;
 - ``default/other-release``: another Milvus with its own Pulsar V2 (must stay untouched);
 - ``staging/my-release``: a same-named release in another namespace (must stay untouched).
@@ -15,15 +17,15 @@ The default scenario (``seed_default``) is the one the README's demo rehearses:
 
 from __future__ import annotations
 
+import json
 import os
-import sys
+import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
-from sandbox.helm import cli as helm_cli
+from sandbox import tools
+from sandbox.chartrepo import ChartRepo
 from sandbox.kube.controllers import ClusterSim
 from sandbox.kube.server import KubeApiServer
 from sandbox.kube.store import Store
@@ -37,7 +39,7 @@ GROUP = "S0OPS"
 STRANGER = "U0MALLORY"  # not an operator
 SIGNING_SECRET = "sandbox-signing-secret-0123456789"
 BOT_TOKEN = "xoxb-sandbox-0000-bot-token"
-REPO_URL = "https://zilliztech.github.io/milvus-helm"
+REPO_NAME = "zilliztech"
 
 PULSAR_V2 = {"pulsar": {"enabled": True}, "pulsarv3": {"enabled": False}}
 SMALL = {"etcd": {"replicaCount": 1}, "minio": {"mode": "standalone"}}
@@ -64,8 +66,11 @@ class World:
         flush_polls: int = 2,
         reclaim_policy: str = "Delete",
         operator_version: str | None = "v1.1.2",
+        helm_major: int = 4,
     ) -> None:
         self.workdir = workdir or tempfile.mkdtemp(prefix="mpub-world-")
+        self.helm_major = helm_major
+        self.charts = ChartRepo()
         self.store = Store()
         self.kube = KubeApiServer(self.store)
         self.cluster = ClusterSim(
@@ -82,6 +87,7 @@ class World:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> World:
+        self.charts.start()
         self.kube.start()
         self.kube.write_kubeconfig(self.kubeconfig)
         os.chmod(self.kubeconfig, 0o600)
@@ -100,6 +106,7 @@ class World:
         self.slack.stop()
         self.cluster.stop()
         self.kube.stop()
+        self.charts.stop()
 
     def __enter__(self) -> World:
         return self.start()
@@ -110,6 +117,7 @@ class World:
     # ------------------------------------------------------------------ helm
     @property
     def helm_env(self) -> dict[str, str]:
+        """Helm's own folders inside the world (the world's helm and the bot's share them)."""
         return {
             "KUBECONFIG": self.kubeconfig,
             "HELM_CONFIG_HOME": os.path.join(self.workdir, "helm-config"),
@@ -121,13 +129,22 @@ class World:
 
     @property
     def helm_bin(self) -> str:
-        return os.path.join(os.path.dirname(sys.executable), "sandbox-helm")
+        """The pinned real helm of ``helm_major``."""
+        return tools.helm(self.helm_major)
 
-    def helm(self, *argv: str) -> str:
-        code, out, err = helm_cli.run(list(argv), self.helm_env)
-        if code != 0:
-            raise HelmFailed(f"helm {' '.join(argv)}: {err.strip()}")
-        return out
+    @property
+    def helm_version(self) -> str:
+        """``helm version --short`` of the world's helm, e.g. ``v4.1.4+g05fa379``."""
+        return self.helm("version", "--short").strip()
+
+    def helm(self, *argv: str, timeout: float = 120) -> str:
+        """Run the real helm against this world; raise ``HelmFailed`` with its stderr on failure."""
+        proc = subprocess.run(
+            [self.helm_bin, *argv], capture_output=True, text=True, env=self.helm_env, timeout=timeout, check=False
+        )
+        if proc.returncode != 0:
+            raise HelmFailed(f"helm {' '.join(argv)}: {proc.stderr.strip()}")
+        return proc.stdout
 
     def install(
         self,
@@ -136,16 +153,16 @@ class World:
         values: dict[str, Any] | None = None,
         chart_version: str = "4.2.40",
     ) -> Release:
-        """Install a Milvus release with the helm simulator and give it a Milvus HTTP simulator."""
+        """Install a Milvus release with the real helm and give it a Milvus HTTP simulator."""
         if not self._repo_added:
-            self.helm("repo", "add", "zilliztech", REPO_URL)
+            self.helm("repo", "add", REPO_NAME, self.charts.url)
             self._repo_added = True
         self.store.ensure_namespace(namespace)
         values = values if values is not None else {**PULSAR_V2, **SMALL}
-        path = os.path.join(self.workdir, f"values-{namespace}-{name}.yaml")
+        path = os.path.join(self.workdir, f"values-{namespace}-{name}.json")
         with open(path, "w", encoding="utf-8") as fh:
-            yaml.safe_dump(values, fh)
-        self.helm("install", name, "zilliztech/milvus", "--version", chart_version, "-f", path, "-n", namespace)
+            json.dump(values, fh)
+        self.helm("install", name, f"{REPO_NAME}/milvus", "--version", chart_version, "-f", path, "-n", namespace)
         return self._attach_milvus(name, namespace, values)
 
     def create_milvus_cr(self, name: str, namespace: str = "default", *, pulsar_chart: str = "pulsar-v2") -> Release:
@@ -214,6 +231,7 @@ class World:
                 "REDIS_URL": redis_url,
                 "KUBECONFIG": self.kubeconfig,
                 "HELM_BIN": self.helm_bin,
+                "MILVUS_HELM_REPO_URL": self.charts.url,
                 "BOT_OPERATORS": f"{OPERATOR},{GROUP}",
                 "POLL_INTERVAL_SECONDS": "0.2",
                 "PORT": str(port),

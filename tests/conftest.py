@@ -3,9 +3,9 @@
 The Redis server is started per test session on a free port (append-only, so a test can
 restart it and find its data), and flushed between tests. ``world`` is a fresh simulated
 cluster + Slack + Milvus per test, seeded with the Helm scenario (a module can set
-``WORLD_SEED = "operator"``); ``bot`` is ``python -m bot serve`` against both. A test that
-needs another world or bot settings uses ``make_world`` / ``make_bot``, which stop
-everything they started.
+``WORLD_SEED = "operator"``) by the real Helm 4 (``@BOTH_HELMS``: with Helm 3 too); ``bot``
+is ``python -m bot serve`` against both. A test that needs another world or bot settings uses
+``make_world`` / ``make_bot``, which stop everything they started.
 """
 
 from __future__ import annotations
@@ -60,7 +60,12 @@ def make_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..
 
 @pytest.fixture
 def world(request: pytest.FixtureRequest, make_world: Callable[..., World]) -> World:
-    return make_world(getattr(request.module, "WORLD_SEED", "default"))
+    """The seeded world, with Helm 4 unless a test asks for another (``BOTH_HELMS``)."""
+    return make_world(getattr(request.module, "WORLD_SEED", "default"), helm_major=getattr(request, "param", 4))
+
+
+# ``@BOTH_HELMS`` on a test that uses ``world``: run it with the real Helm 4 and Helm 3.
+BOTH_HELMS = pytest.mark.parametrize("world", [4, 3], indirect=True, ids=["helm4", "helm3"])
 
 
 @pytest.fixture

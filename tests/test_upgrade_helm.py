@@ -19,12 +19,19 @@ from bot.cluster.helm import find_release
 from sandbox.kube.server import KubeApiServer
 from sandbox.slack import SlackClient
 from sandbox.world import CHANNEL, OPERATOR, World
+from tests.conftest import BOTH_HELMS
 from tests.scenario import OUTCOMES, Person, has_button
 
 
 def _first(records: list, predicate) -> float:
     times = [r.time for r in records if predicate(r)]
     return min(times) if times else float("inf")
+
+
+def _writes_statefulset(r) -> bool:
+    """A create of a StatefulSet: POST (Helm 3) or a server-side apply PATCH (Helm 4)."""
+    applied = r.method == "PATCH" and r.content_type.startswith("application/apply-patch")
+    return "/statefulsets" in r.path and (r.method == "POST" or applied)
 
 
 def _deletes(kube: KubeApiServer) -> list:
@@ -36,6 +43,7 @@ def _release_secret(world: World, name: str, namespace: str) -> dict:
     return {"release": find_release(secrets, name)}
 
 
+@BOTH_HELMS
 def test_helm_upgrade_end_to_end(world: World, slack: SlackClient) -> None:
     milvus = world.milvus("my-release")
     original = world.releases[("default", "my-release")].values
@@ -86,7 +94,7 @@ def test_helm_upgrade_end_to_end(world: World, slack: SlackClient) -> None:
     pv_deletes = [r for r in deletes if "/persistentvolumes/" in r.path]
     assert sorted(r.path.rsplit("/", 1)[1] for r in pvc_deletes) == sorted(p.split("/")[1] for p in v2_pvcs)
     assert all(r.time > t_pvc_ok for r in pvc_deletes + pv_deletes)
-    creates = [r for r in world.kube.requests if r.method == "POST" and "/statefulsets" in r.path]
+    creates = [r for r in world.kube.requests if _writes_statefulset(r)]
     assert creates and min(r.time for r in creates) > t_reinstall_ok
 
     # --- flushed with exact IDs before the uninstall (helm deletes the release secret)
@@ -154,5 +162,7 @@ def test_dry_run_changes_nothing(world: World, slack: SlackClient) -> None:
         and "/proxy/v2/vectordb/databases/list" not in r.path
     ]
     assert writes == []
-    assert "Plan for `my-release`" in alice.thread()[1].text
+    plan = alice.thread()[1].text
+    assert "Plan for `my-release`" in plan
+    assert f"Runs with helm {world.helm_version}" in plan
     assert world.milvus("my-release").calls("/api/v1/persist") == []

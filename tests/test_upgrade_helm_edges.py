@@ -4,7 +4,8 @@ Covers: a PVC appearing after the PVC list was shown makes the bot ask again and
 nothing; a Milvus error status fails the flush with its reason and Retry works; abort at the
 PVC list, then "Restore previous release", brings the original release back; an
 unauthorized click changes nothing; the second-approver rule; a preflight refusal (already on
-Pulsar V3, Milvus 2.6 routes gone) ends "failed" with nothing changed; pods that do not turn
+Pulsar V3, Milvus 2.6 judged by its chart, the /api/v1 routes answering 404, a reinstall that
+does not render, a pinned chart with Milvus 2.6) ends "failed" with nothing changed; pods that do not turn
 Ready give the not-Ready pods with their events and a Retry that works; a Kubernetes 500 on a
 PVC delete is retried by itself; the bot killed at a checkpoint or mid-wait, and Redis
 restarted, resume the upgrade where it was.
@@ -24,9 +25,9 @@ from sandbox.botproc import BotProcess
 from sandbox.redis_server import RedisServer
 from sandbox.slack import SlackClient
 from sandbox.slack.blocks import render_blocks
-from sandbox.world import STRANGER, World
+from sandbox.world import PULSAR_V2, SMALL, STRANGER, World
 from state.store import UpgradeStore
-from tests.conftest import person
+from tests.conftest import BOTH_HELMS, person
 from tests.scenario import Person, has_button
 
 
@@ -70,7 +71,7 @@ def test_milvus_error_fails_the_flush_and_retry_works(world: World, slack: Slack
     alice.type("start my-release")
     error = alice.error_message()
     assert "channel checkpoint lag too large" in error.text
-    assert "Stopped with an error" in alice.root().text
+    alice.wait(lambda: "Stopped with an error" in alice.root().text, 15, "the root to say stopped with an error")
     alice.click(error, "upgrade_retry")
     alice.checkpoint("flush_done")
     assert not has_button(world.slack.message(error.channel, error.ts), "upgrade_retry")
@@ -81,6 +82,7 @@ def test_milvus_error_fails_the_flush_and_retry_works(world: World, slack: Slack
     assert alice.outcome() == "succeeded"
 
 
+@BOTH_HELMS
 def test_abort_at_pvc_list_then_restore(world: World, slack: SlackClient) -> None:
     original = _release(world)
     pvcs_before = world.pvcs("default", "app=pulsar,release=my-release")
@@ -153,7 +155,18 @@ def test_preflight_refuses_milvus_without_the_v1_routes(world: World, slack: Sla
     alice = Person(world, slack)
     alice.type("start my-release")
     assert alice.outcome() == "failed"
-    assert "Milvus 2.6" in alice.thread()[1].text
+    refusal = alice.thread()[1].text
+    assert "answers 404 on /api/v1" in refusal and "2.6" not in refusal
+
+
+def test_preflight_refuses_milvus_2_6_by_its_chart(world: World, slack: SlackClient) -> None:
+    world.install("new-milvus", values={**PULSAR_V2, **SMALL}, chart_version="5.0.19")
+    world.kube.clear_requests()
+    alice = Person(world, slack)
+    alice.type("start new-milvus")
+    assert alice.outcome() == "failed"
+    assert "it runs Milvus 2.6.15; this procedure is for Milvus 2.5.x" in alice.thread()[1].text
+    assert _release(world, "new-milvus").status == "deployed"
 
 
 def test_pods_not_ready_report_and_retry(world: World, make_bot: Callable[..., BotProcess]) -> None:
@@ -184,6 +197,7 @@ def test_kubernetes_500_on_pvc_delete_is_retried(world: World, slack: SlackClien
     assert world.pvcs("default", "app=pulsar,release=my-release") == []
 
 
+@BOTH_HELMS
 def test_bot_killed_at_a_checkpoint_and_mid_wait_resumes(world: World, slack: SlackClient, bot: BotProcess) -> None:
     alice = Person(world, slack)
     alice.type("start my-release")
@@ -202,6 +216,7 @@ def test_bot_killed_at_a_checkpoint_and_mid_wait_resumes(world: World, slack: Sl
     assert "All " in alice.thread()[-2].text or any("pods are Ready" in m.text for m in alice.thread())
 
 
+@BOTH_HELMS
 def test_redis_restart_at_a_checkpoint(
     world: World, slack: SlackClient, bot: BotProcess, redis_server: RedisServer
 ) -> None:
@@ -242,6 +257,36 @@ def test_flush_timeout_names_what_is_unflushed(
     db, coll, seg = w.milvus("my-release").unflushed()[0]
     assert f"{db}.{coll}" in shown and str(seg) in shown
     assert [r for r in w.kube.requests if r.method == "DELETE"] == []
+
+
+def test_reinstall_that_does_not_render_is_refused_before_any_change(world: World, slack: SlackClient) -> None:
+    # Stale Pulsar V3 values that the running (V2) release never renders, but the reinstall would.
+    values = {**PULSAR_V2, **SMALL, "pulsarv3": {"enabled": False, "components": "broken"}}
+    world.install("stale-release", values=values)
+    world.kube.clear_requests()
+    alice = Person(world, slack)
+    alice.type("start stale-release")
+    assert alice.outcome() == "failed"
+    refusal = alice.thread()[1].text
+    assert "the reinstall does not render with chart zilliztech/milvus 4.2.40" in refusal
+    assert "can't evaluate field zookeeper" in refusal
+    writes = [
+        r
+        for r in world.kube.requests
+        if r.method in ("POST", "DELETE", "PUT", "PATCH")
+        and "/selfsubject" not in r.path
+        and "/proxy/v2/vectordb/databases/list" not in r.path  # a read, POST by the RESTful API's design
+    ]
+    assert writes == []
+    assert _release(world, "stale-release").status == "deployed"
+
+
+def test_pinned_chart_with_milvus_2_6_is_refused(world: World, make_bot: Callable[..., BotProcess]) -> None:
+    alice = person(world, make_bot(world, MILVUS_HELM_CHART_VERSION="5.0.19"))
+    alice.type("start my-release")
+    assert alice.outcome() == "failed"
+    assert "chart 5.0.19 ships Milvus 2.6.15, not 2.5.x" in alice.thread()[1].text
+    assert _release(world).status == "deployed"
 
 
 def test_unknown_pinned_chart_is_refused_at_preflight(world: World, make_bot: Callable[..., BotProcess]) -> None:

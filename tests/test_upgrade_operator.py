@@ -13,7 +13,6 @@ re-creates the original resource.
 from __future__ import annotations
 
 import json
-
 from collections.abc import Callable
 
 import pytest

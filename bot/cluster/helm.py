@@ -20,8 +20,8 @@ parses values files with YAML 1.1 rules, where an unquoted ``1e3`` is a number, 
 booleans and ``0755`` is octal, and PyYAML leaves such strings unquoted. JSON is YAML too, and in
 it every string is quoted, so helm reads exactly the values ``helm get values -o json`` gave.
 
-The simulator in ``sandbox/helm`` encodes with ``encode_release_data`` so the two agree by
-construction; the tests also check the decoder against a hand-built secret.
+The decoder is checked against Secrets that the real Helm 3 and Helm 4 wrote (tests/test_helm.py)
+and against hand-built ones; nothing in the sandbox shares this code.
 """
 
 from __future__ import annotations
@@ -111,13 +111,6 @@ def decode_release_data(data_release_b64: str) -> dict[str, Any]:
     return release
 
 
-def encode_release_data(release: dict[str, Any]) -> str:
-    """The inverse of ``decode_release_data``: what goes into the Secret's ``data.release``."""
-    payload = json.dumps(release, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    helm_b64 = base64.b64encode(gzip.compress(payload, compresslevel=9, mtime=0))
-    return base64.b64encode(helm_b64).decode("ascii")
-
-
 def _str(value: Any) -> str:
     return "" if value is None else str(value)
 
@@ -180,6 +173,36 @@ def find_release(secrets: list[dict[str, Any]], name: str) -> HelmRelease | None
     return release
 
 
+SUPPORTED_HELM = "Helm 3.14 or newer, or Helm 4"
+_VERSION = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
+
+
+@dataclass(frozen=True)
+class HelmVersion:
+    """A helm binary's version. Both majors keep the same release storage and every flag the bot
+    passes (``install``/``upgrade --install --reset-values``/``uninstall``/``template``/``get
+    values``/``show chart``/``repo add --force-update``/``repo update``), so nothing is chosen
+    per version; Helm 4 applies objects server-side by default, Helm 3 client-side."""
+
+    text: str
+    major: int
+    minor: int
+    patch: int
+
+    @classmethod
+    def parse(cls, output: str) -> HelmVersion:
+        text = output.strip()
+        match = _VERSION.match(text)
+        if match is None:
+            raise HelmError(["version", "--short"], 0, f"unexpected helm version output: {text[:100]}")
+        major, minor, patch = (int(g) for g in match.groups())
+        return cls(text, major, minor, patch)
+
+    @property
+    def supported(self) -> bool:
+        return (self.major == 3 and self.minor >= 14) or self.major == 4
+
+
 class HelmError(Exception):
     """``helm`` exited non-zero (or was killed on timeout: ``exit_code`` -9 and a note in stderr)."""
 
@@ -208,6 +231,7 @@ class HelmCli:
         self.context = context
         self.env = dict(env) if env is not None else None
         self.timeout = timeout
+        self._version: HelmVersion | None = None
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ if self.env is None else self.env)
@@ -241,9 +265,19 @@ class HelmCli:
             raise HelmError(command, proc.returncode, proc.stderr)
         return proc.stdout
 
-    def version(self) -> str:
-        """``helm version --short``, e.g. ``v3.16.2+g13654a5``."""
-        return self.run(["version", "--short"]).strip()
+    def version(self) -> HelmVersion:
+        """``helm version --short`` (``v4.1.4+g05fa379``), read once per ``HelmCli``."""
+        if self._version is None:
+            self._version = HelmVersion.parse(self.run(["version", "--short"]))
+        return self._version
+
+    def template(self, release: str, namespace: str, chart: str, values: dict[str, Any], version: str | None) -> str:
+        """``helm template`` of exactly what ``install`` would install: the rendered manifest."""
+        with values_file(values) as path:
+            args = ["template", release, chart, "-f", path]
+            if version:
+                args += ["--version", version]
+            return self.run(args, namespace=namespace)
 
     def get_values(self, release: str, namespace: str) -> dict[str, Any]:
         """The release's user-supplied values (``helm get values -o json``); none -> ``{}``."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bot.cluster.helm import HelmError, HelmRelease, values_document
+from bot.cluster.helm import SUPPORTED_HELM, HelmError, HelmRelease, values_document
 from bot.procedure.common import dig, is_milvus_25, values_diff, version_tuple, with_pulsar_v3
 from bot.procedure.context import Ctx
 from bot.procedure.detect import helm_release
@@ -74,7 +74,38 @@ def _release_checks(release: HelmRelease | None) -> list[str]:
     return problems
 
 
+def _helm_checks(ctx: Ctx) -> tuple[str, list[str]]:
+    """(helm's version, problems): the guide needs helm 3.14 or newer."""
+    try:
+        version = ctx.helm.version()
+    except HelmError as err:
+        return "?", [f"cannot run helm ({ctx.settings.helm_bin}): {err.stderr.strip() or err}"]
+    if not version.supported:
+        return version.text, [f"helm {version.text} is not supported; this bot needs {SUPPORTED_HELM}"]
+    return version.text, []
+
+
+def _render_checks(ctx: Ctx, release: HelmRelease, version: str) -> list[str]:
+    """Render, with the real helm, the reinstall (target chart, final values) and the way back
+    (original chart and values): a failure knowable now must not be found after the uninstall."""
+    chart = ctx.settings.helm_chart
+    attempts = (
+        ("the reinstall", with_pulsar_v3(release.config), version),
+        ("a restore of the original release", release.config, release.chart_version),
+    )
+    for what, values, chart_version in attempts:
+        try:
+            ctx.helm.template(ctx.release, ctx.namespace, chart, values, chart_version)
+        except HelmError as err:
+            detail = err.stderr.strip() or str(err)
+            return [f"{what} does not render with chart {chart} {chart_version} (`helm template`): {detail}"]
+    return []
+
+
 def _chart_checks(ctx: Ctx, release: HelmRelease) -> tuple[dict[str, Any], list[str]]:
+    helm_version, problems = _helm_checks(ctx)
+    if problems:
+        return {}, problems
     version, refusal = chart_target(ctx, release)
     if refusal:
         return {}, [refusal]
@@ -90,11 +121,16 @@ def _chart_checks(ctx: Ctx, release: HelmRelease) -> tuple[dict[str, Any], list[
         "previous_version": release.chart_version,
         "previous_app_version": milvus_version(release),
         "pinned": bool(ctx.settings.helm_chart_version),
+        "helm": helm_version,
     }
-    problems = []
     if version_tuple(plan["version"]) < FIRST_PULSARV3_CHART:
-        problems.append(f"chart {plan['version']} has no Pulsar V3 (needs 4.2.21 or newer)")
-    return plan, problems
+        return plan, [f"chart {plan['version']} has no Pulsar V3 (needs 4.2.21 or newer)"]
+    if not is_milvus_25(plan["app_version"]):
+        return plan, [
+            f"chart {plan['version']} ships Milvus {plan['app_version']}, not 2.5.x: pin "
+            "MILVUS_HELM_CHART_VERSION to a chart with Milvus 2.5 and Pulsar V3, e.g. 4.2.58"
+        ]
+    return plan, _render_checks(ctx, release, plan["version"])
 
 
 def preflight(ctx: Ctx) -> Done:
@@ -139,6 +175,7 @@ def plan_text(ctx_facts: dict[str, Any], release: str, namespace: str) -> str:
         f"4. *Checkpoint*, then install chart {plan.get('chart')} {plan.get('version')} "
         f"(Milvus {plan.get('app_version')}) with `pulsar.enabled: false`, `pulsarv3.enabled: true`.\n"
         "5. Wait for every pod to be Ready, then verify.\n"
+        f"Runs with helm {plan.get('helm', '?')}; the reinstall and a restore were rendered with it first.\n"
         "⚠️ *Milvus is down from the uninstall until the new pods are Ready* (minutes; longer with more data).\n"
         "⚠️ *Every client must stop writing before you approve the first checkpoint*: writes after the flush are lost.\n"
         f"*Databases and collections*\n{databases_text(ctx_facts.get('databases', {}))}\n"
