@@ -146,6 +146,26 @@ def owner_ref(owner: Obj) -> Obj:
     }
 
 
+def pod_from_template(owner: Obj) -> Obj:
+    """A pod from ``owner``'s ``spec.template``, controlled by it, named ``<owner>-<random>``
+    by the API server (generateName), as the ReplicaSet and Job controllers make them."""
+    meta = owner["metadata"]
+    template = copy.deepcopy(owner["spec"].get("template") or {})
+    tmeta = template.get("metadata") or {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": f"{meta['name']}-",
+            "namespace": meta["namespace"],
+            "labels": dict(tmeta.get("labels") or {}),
+            "annotations": dict(tmeta.get("annotations") or {}),
+            "ownerReferences": [owner_ref(owner)],
+        },
+        "spec": template.get("spec") or {},
+    }
+
+
 def controller_of(obj: Obj) -> Obj | None:
     for ref in obj["metadata"].get("ownerReferences") or []:
         if ref.get("controller"):

@@ -29,7 +29,7 @@ from sandbox.kube.controllers._base import (
     controller_of,
     deleting,
     now,
-    owner_ref,
+    pod_from_template,
     pod_ready,
     selector_string,
     write_status,
@@ -101,22 +101,7 @@ class JobController:
         self._write(job, status, active, succeeded, failed, finished)
 
     def _create_pod(self, job: Obj) -> Obj:
-        meta = job["metadata"]
-        template = copy.deepcopy(job["spec"].get("template") or {})
-        tmeta = template.get("metadata") or {}
-        pod: Obj = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "generateName": f"{meta['name']}-",
-                "namespace": meta["namespace"],
-                "labels": dict(tmeta.get("labels") or {}),
-                "annotations": dict(tmeta.get("annotations") or {}),
-                "ownerReferences": [owner_ref(job)],
-            },
-            "spec": template.get("spec") or {},
-        }
-        created = self.ctx.store.create("pods", pod, namespace=meta["namespace"])
+        created = self.ctx.store.create("pods", pod_from_template(job), namespace=job["metadata"]["namespace"])
         self.ctx.record_event(
             job, "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", component="job-controller"
         )

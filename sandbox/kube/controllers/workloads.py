@@ -46,6 +46,7 @@ from sandbox.kube.controllers._base import (
     now,
     owned_by_name,
     owner_ref,
+    pod_from_template,
     pod_ready,
     short_hash,
     write_status,
@@ -356,22 +357,7 @@ class ReplicaSetController(_OwnerBase):
         write_status(self.ctx.store, self.key, rs, status)
 
     def _create_pod(self, rs: Obj) -> Obj:
-        meta = rs["metadata"]
-        template = copy.deepcopy(rs["spec"].get("template") or {})
-        tmeta = template.get("metadata") or {}
-        pod: Obj = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "generateName": f"{meta['name']}-",
-                "namespace": meta["namespace"],
-                "labels": dict(tmeta.get("labels") or {}),
-                "annotations": dict(tmeta.get("annotations") or {}),
-                "ownerReferences": [owner_ref(rs)],
-            },
-            "spec": template.get("spec") or {},
-        }
-        created = self.ctx.store.create("pods", pod, namespace=meta["namespace"])
+        created = self.ctx.store.create("pods", pod_from_template(rs), namespace=rs["metadata"]["namespace"])
         self._event(rs, "SuccessfulCreate", f"Created pod: {created['metadata']['name']}")
         return created
 
