@@ -10,7 +10,8 @@ Each chart in sandbox/charts is read and rendered with the real helm (``helm sho
   the selector's matchLabels, as the StatefulSet controller does) are exactly those the bot's
   V2 selector finds, none of etcd's or MinIO's, and they are named as the guide says;
 - those claims are not in the release manifest (so ``helm uninstall`` leaves them, which is why
-  the bot deletes them), while the standalone MinIO PVC is, with ``helm.sh/resource-policy: keep``;
+  the bot deletes them), while the standalone MinIO PVC is, with ``helm.sh/resource-policy: keep``,
+  and the bot's ``pvcs_helm_would_delete`` finds it only once a values override drops the keep;
 - after the bot's two value changes, the chart renders Pulsar V3 claims that the bot's V3
   selector finds, and no V2 claim;
 - chart 4.2.27 as packaged holds both Pulsar subcharts in one folder (``charts/pulsar``): its
@@ -27,7 +28,7 @@ import pytest
 import yaml
 
 from bot.procedure.common import is_milvus_25, version_tuple, with_pulsar_v3
-from bot.procedure.helm_path import FIRST_PULSARV3_CHART, pulsar_v2_enabled
+from bot.procedure.helm_path import FIRST_PULSARV3_CHART, pulsar_v2_enabled, pvcs_helm_would_delete
 from bot.procedure.volumes import helm_pulsar_selector
 from sandbox import tools
 from sandbox.chartrepo import chart_path
@@ -105,6 +106,9 @@ def test_pulsar_v2_claims_are_what_the_bot_selects(version: str, tmp_path: Any) 
     assert not v2 & set(in_manifest)
     minio = in_manifest[f"{RELEASE}-minio"]
     assert minio["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert pvcs_helm_would_delete(yaml.safe_dump_all(objects)) == []
+    no_keep = {**V2_VALUES, "minio": {"mode": "standalone", "persistence": {"annotations": None}}}
+    assert pvcs_helm_would_delete(yaml.safe_dump_all(render(version, no_keep, tmp_path))) == [f"{RELEASE}-minio"]
 
 
 @pytest.mark.parametrize("version", [c for c in RENDERS if c in MILVUS_25])

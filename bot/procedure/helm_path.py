@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import yaml
+
 from bot.cluster.helm import SUPPORTED_HELM, HelmError, HelmRelease, values_document
 from bot.procedure.common import dig, is_milvus_25, values_diff, version_tuple, with_pulsar_v3
 from bot.procedure.context import Ctx
@@ -57,6 +59,29 @@ def ensure_repo(ctx: Ctx) -> None:
         ctx.helm.repo_add_update(chart.split("/", 1)[0], ctx.settings.helm_repo_url)
 
 
+KEEP = ("helm.sh/resource-policy", "keep")
+
+
+def pvcs_helm_would_delete(manifest: str) -> list[str]:
+    """PVCs rendered by the chart itself (in the release manifest) without ``resource-policy: keep``.
+
+    ``helm uninstall`` deletes every object of the manifest but those annotated keep, and it reads
+    the annotation from the manifest, not from the live object: such a PVC goes with the release.
+    (The StatefulSets' claims are not in the manifest and survive.)"""
+    try:
+        docs = list(yaml.safe_load_all(manifest))
+    except yaml.YAMLError as err:
+        return [f"(the release manifest cannot be read: {err})"]
+    out = []
+    for doc in docs:
+        if not isinstance(doc, dict) or doc.get("kind") != "PersistentVolumeClaim":
+            continue
+        meta = doc.get("metadata") or {}
+        if (meta.get("annotations") or {}).get(KEEP[0]) != KEEP[1]:
+            out.append(str(meta.get("name")))
+    return sorted(out)
+
+
 def _release_checks(release: HelmRelease | None) -> list[str]:
     if release is None:
         return ["the Helm release is gone"]
@@ -66,6 +91,15 @@ def _release_checks(release: HelmRelease | None) -> list[str]:
     version = milvus_version(release)
     if not is_milvus_25(version):
         problems.append(f"it runs Milvus {version}; this procedure is for Milvus 2.5.x")
+    doomed = pvcs_helm_would_delete(release.manifest)
+    if doomed:
+        names = ", ".join(f"`{n}`" for n in doomed)
+        problems.append(
+            f"`helm uninstall` would delete PVC {names} with the release: the chart renders it without "
+            "`helm.sh/resource-policy: keep`, and Helm reads that annotation from the release manifest, not "
+            "from the live object. Add the annotation through the release first (e.g. `helm upgrade` with "
+            "values that set it), then start again"
+        )
     if dig(release.config, "externalPulsar", "enabled"):
         problems.append("it uses an external Pulsar; only an in-cluster Pulsar V2 is replaced by this procedure")
     elif not pulsar_v2_enabled(release.config, release.chart_version):

@@ -1,0 +1,42 @@
+"""Preflight refusals added for the data-safety defects (issue 8), each with nothing changed.
+
+Covers: a PVC that the chart itself renders without ``helm.sh/resource-policy: keep`` (here the
+standalone MinIO PVC, whose default keep annotation a values override removed) is named, and the
+upgrade is refused before anything is written, because ``helm uninstall`` would delete it.
+"""
+
+from __future__ import annotations
+
+from bot.cluster.helm import find_release
+from sandbox.slack import SlackClient
+from sandbox.world import PULSAR_V2, World
+from tests.scenario import Person
+
+
+def _writes(world: World) -> list:
+    return [
+        r
+        for r in world.kube.requests
+        if r.method in ("POST", "PUT", "PATCH", "DELETE")
+        and "selfsubjectaccessreviews" not in r.path
+        and "/proxy/v2/vectordb/databases/list" not in r.path  # a read, POST by the RESTful API's design
+    ]
+
+
+def test_pvc_in_the_manifest_without_keep_is_refused(world: World, slack: SlackClient) -> None:
+    values = {
+        **PULSAR_V2,
+        "etcd": {"replicaCount": 1},
+        "minio": {"mode": "standalone", "persistence": {"annotations": None}},
+    }
+    world.install("nokeep", values=values)
+    assert "default/nokeep-minio" in world.pvcs("default")
+    world.kube.clear_requests()
+    alice = Person(world, slack)
+    alice.type("start nokeep")
+    assert alice.outcome() == "failed"
+    refusal = alice.thread()[1].text
+    assert "`helm uninstall` would delete PVC `nokeep-minio` with the release" in refusal
+    assert _writes(world) == []
+    release = find_release(world.store.list("secrets", "default", label_selector="owner=helm,name=nokeep"), "nokeep")
+    assert release is not None and release.status == "deployed"
