@@ -1,6 +1,7 @@
 """Run the real bot (``python -m bot serve``) as a subprocess, for the tests and the demo.
 
-``start()`` returns once ``GET /healthz`` answers 200; ``kill()`` is a crash (SIGKILL) and
+``start()`` returns once ``GET /healthz`` answers 200; ``kill()`` is a crash: SIGKILL to the bot
+and every process it started (a helm it is running dies with it, as in a pod that dies);
 ``restart()`` starts a fresh process with the same environment. The process's log lines
 (stderr) are kept in a file for assertions such as "no secret in the log".
 """
@@ -14,7 +15,7 @@ import time
 
 import httpx
 
-from sandbox._proc import crash, terminate
+from sandbox._proc import crash_group, terminate
 
 
 class BotProcess:
@@ -39,6 +40,7 @@ class BotProcess:
             env=self.env,
             stdout=log,
             stderr=log,
+            start_new_session=True,  # its own process group, so that kill() takes its helm too
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -61,10 +63,11 @@ class BotProcess:
 
     def stop(self) -> None:
         terminate(self.proc, 10)
+        crash_group(self.proc)  # nothing it started outlives it
         self.proc = None
 
     def kill(self) -> None:
-        crash(self.proc)
+        crash_group(self.proc)
         self.proc = None
 
     def restart(self) -> None:

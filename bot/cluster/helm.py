@@ -203,6 +203,18 @@ class HelmVersion:
         return (self.major == 3 and self.minor >= 14) or self.major == 4
 
 
+def release_history(secrets: list[dict[str, Any]], name: str) -> list[HelmRelease]:
+    """Every stored revision of release ``name`` (Helm's storage Secrets), oldest first."""
+    mine = [
+        s
+        for s in secrets
+        if s.get("type") == RELEASE_SECRET_TYPE
+        and ((s.get("metadata") or {}).get("labels") or {}).get("owner") == "helm"
+        and ((s.get("metadata") or {}).get("labels") or {}).get("name") == name
+    ]
+    return sorted((release_from_secret(s) for s in mine), key=lambda r: r.revision)
+
+
 class HelmError(Exception):
     """``helm`` exited non-zero (or was killed on timeout: ``exit_code`` -9 and a note in stderr)."""
 
@@ -291,6 +303,9 @@ class HelmCli:
 
     def uninstall(self, release: str, namespace: str) -> str:
         return self.run(["uninstall", release], namespace=namespace)
+
+    def rollback(self, release: str, namespace: str, revision: int) -> str:
+        return self.run(["rollback", release, str(revision)], namespace=namespace)
 
     def repo_add_update(self, name: str, url: str) -> None:
         """``helm repo add NAME URL --force-update`` then ``helm repo update NAME``."""

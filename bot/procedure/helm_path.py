@@ -9,12 +9,14 @@ helm rejects.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
 
-from bot.cluster.helm import SUPPORTED_HELM, HelmError, HelmRelease, values_document
+from bot.cluster.helm import SUPPORTED_HELM, HelmError, HelmRelease, release_history, values_document
 from bot.procedure.common import dig, is_milvus_25, values_diff, version_tuple, with_pulsar_v3
 from bot.procedure.context import Ctx
 from bot.procedure.detect import helm_release
@@ -249,6 +251,55 @@ def backup(ctx: Ctx) -> Done:
     return Done(f"values saved in Redis, ConfigMap `{name}` and the thread")
 
 
+PENDING = ("pending-install", "pending-upgrade", "pending-rollback")
+
+
+@contextlib.contextmanager
+def helm_running(ctx: Ctx, step: str, command: str) -> Iterator[None]:
+    """Record in Redis that this step is about to run a mutating helm command; clear it once it succeeded.
+
+    A crash (the pod dies, helm with it) or a helm that failed half-way (killed on timeout, lost its
+    connection) leaves the mark: on resume or Retry, ``clear_interrupted`` knows that a ``pending-*``
+    release is this upgrade's own interrupted command and may clear it."""
+    ctx.set_facts(helm_running={"step": step, "command": command, "at": now()})
+    yield
+    ctx.set_facts(helm_running=None)
+
+
+def clear_interrupted(ctx: Ctx, step: str) -> HelmRelease | None:
+    """The release, after clearing a ``pending-*`` state that this step's interrupted helm left.
+
+    As Helm users do: back to the last revision that ran (``helm rollback``), or, when none ever
+    ran (an interrupted first install), ``helm uninstall`` of that pending release (the saved values
+    are in the record, and StatefulSet claims survive an uninstall). A pending state that this
+    upgrade did not leave is someone else's operation: stop and say so, touching nothing."""
+    release = helm_release(ctx)
+    if release is None or release.status not in PENDING:
+        return release
+    mark = ctx.facts.get("helm_running") or {}
+    if mark.get("step") != step:
+        raise StepError(
+            f"the release is `{release.status}` (revision {release.revision}): a helm operation that this upgrade "
+            "did not start is in progress or was interrupted. Let it finish, or clear it (`helm rollback` or "
+            "`helm uninstall`), then Retry"
+        )
+    history = release_history(ctx.kube.list_secrets(ctx.namespace, f"owner=helm,name={ctx.release}"), ctx.release)
+    ran = [r for r in history if r.revision < release.revision and r.status in ("deployed", "superseded")]
+    with helm_running(ctx, step, "clear"):
+        if ran:
+            ctx.helm.rollback(ctx.release, ctx.namespace, ran[-1].revision)
+            what = f"rolled back to revision {ran[-1].revision}"
+        else:
+            ctx.helm.uninstall(ctx.release, ctx.namespace)
+            what = "removed the never-completed release record"
+    ctx.say(
+        f"cleared:{step}:{release.revision}",
+        f"🧹 An interrupted `helm {mark.get('command', '?')}` left `{ctx.release}` {release.status}: {what}, "
+        "and carrying on.",
+    )
+    return helm_release(ctx)
+
+
 def uninstall(ctx: Ctx) -> Done:
     if ctx.upgrade.saved is None or not ctx.facts.get("backup_configmap"):
         raise StepError("the values are not saved durably yet; refusing to uninstall")
@@ -256,7 +307,8 @@ def uninstall(ctx: Ctx) -> Done:
     if release is not None and release.status != "uninstalled":
         if ctx.upgrade.downtime_started_at is None:
             ctx.record(lambda u: setattr(u, "downtime_started_at", now()))
-        ctx.helm.uninstall(ctx.release, ctx.namespace)
+        with helm_running(ctx, "uninstall", "uninstall"):  # a release left "uninstalling": uninstall again
+            ctx.helm.uninstall(ctx.release, ctx.namespace)
     ctx.set_facts(uninstalled=now())
     ctx.say("uninstalled", f"⏹️ `helm uninstall {ctx.release}` done: Milvus is stopped (downtime has begun).")
     return Done("release uninstalled")
@@ -276,7 +328,7 @@ def reinstall_target(ctx: Ctx) -> dict[str, Any]:
 
 
 def reinstall(ctx: Ctx) -> Done | Ask:
-    release = helm_release(ctx)
+    release = clear_interrupted(ctx, "reinstall")
     if release is not None and release.status == "deployed" and dig(release.config, "pulsarv3", "enabled"):
         return Done(f"installed chart {release.chart_version} with Pulsar V3")
     cp = ctx.upgrade.latest_checkpoint("reinstall")
@@ -289,7 +341,10 @@ def reinstall(ctx: Ctx) -> Done | Ask:
     ensure_repo(ctx)
     version = cp.target.get("version")
     ctx.set_facts(reinstall_started=now())
-    ctx.helm.install(ctx.release, ctx.namespace, ctx.settings.helm_chart, values, version, upgrade=release is not None)
+    with helm_running(ctx, "reinstall", "install"):
+        ctx.helm.install(
+            ctx.release, ctx.namespace, ctx.settings.helm_chart, values, version, upgrade=release is not None
+        )
     ctx.say(
         "reinstalled",
         f"▶️ Installed `{ctx.release}` with chart {ctx.settings.helm_chart} {version} and Pulsar V3. Waiting for pods…",
@@ -302,16 +357,17 @@ def restore(ctx: Ctx) -> str:
     saved = ctx.upgrade.saved
     if saved is None:
         raise StepError("no saved values: nothing to restore from")
-    release = helm_release(ctx)
+    release = clear_interrupted(ctx, "restore")
     if release is not None and release.status == "deployed":
         return "the release is already installed; nothing to do"
     ensure_repo(ctx)
-    ctx.helm.install(
-        ctx.release,
-        ctx.namespace,
-        ctx.settings.helm_chart,
-        saved["values"],
-        saved["chart_version"],
-        upgrade=release is not None,
-    )
+    with helm_running(ctx, "restore", "install"):
+        ctx.helm.install(
+            ctx.release,
+            ctx.namespace,
+            ctx.settings.helm_chart,
+            saved["values"],
+            saved["chart_version"],
+            upgrade=release is not None,
+        )
     return f"reinstalled `{ctx.release}` with its original values (chart {saved['chart_version']}, Pulsar V2)"
