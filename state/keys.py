@@ -34,6 +34,10 @@ def audit(upgrade_id: str) -> str:
 RUNNER_LEASE = f"{PREFIX}runner:lease"
 """String with a TTL: the instance id of the one process allowed to run steps (one active runner per Redis)."""
 
+RUNNER_TOKEN = f"{PREFIX}runner:token"
+"""Integer: the fencing token, incremented on every acquisition of ``RUNNER_LEASE``; a runner's record
+writes go through only while it still equals the token that runner got (see ``state.store``)."""
+
 JOBS = f"{PREFIX}apscheduler:jobs"
 """Hash: APScheduler's RedisJobStore jobs (pickled job state)."""
 

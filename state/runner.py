@@ -7,35 +7,71 @@ runs them: the others keep their scheduler paused. When the lease holder dies it
 expires and another process takes over, first calling ``on_leader`` so that upgrades whose
 job was lost mid-run (APScheduler removes a date job when it starts it) are queued again.
 
+Fencing: every acquisition of the lease increments ``keys.RUNNER_TOKEN`` in the same Lua
+call, and the holder keeps the token it got. Every job runs inside ``state.store.fenced`` with
+that token, so each record write the job makes is checked against the token in Redis in its
+own transaction (``state.store.LeaseLost`` if another runner has acquired since). A job that
+starts after this runner lost the lease is skipped; a refused write pauses the runner at once,
+without waiting for the next renewal. The new leader's ``on_leader`` queues every unfinished
+upgrade again, so nothing skipped is lost.
+
 The job function is referenced by its import path, so the job store only ever holds
 ``(path, upgrade_id)``; a job never carries secrets.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import redis
-from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.executors.pool import BasePoolExecutor
 from apscheduler.jobstores.redis import RedisJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from state import keys
+from state.store import Fence, fenced
 
 log = logging.getLogger(__name__)
 
+# Renew the lease if it is ours, else take it if it is free; either way return the holder's
+# fencing token (a fresh one, INCR, on every acquisition, and if the counter itself was lost),
+# or 0 when another process holds the lease.
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
+  redis.call('pexpire', KEYS[1], ARGV[2])
+  local token = redis.call('get', KEYS[2])
+  if token then return tonumber(token) end
+  return redis.call('incr', KEYS[2])
 end
-return redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('incr', KEYS[2])
+end
+return 0
 """
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+class _Pool(BasePoolExecutor):
+    """APScheduler's thread pool, with every job run inside the runner's fence."""
+
+    def __init__(self, workers: int, run: Callable[[Callable[[], Any]], Any]) -> None:
+        super().__init__(_FencedThreads(workers, run))
+
+
+class _FencedThreads(concurrent.futures.ThreadPoolExecutor):
+    def __init__(self, workers: int, run: Callable[[Callable[[], Any]], Any]) -> None:
+        super().__init__(workers, thread_name_prefix="runner-job")
+        self._run = run
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        return super().submit(self._run, lambda: fn(*args, **kwargs))
 
 
 class Runner:
@@ -54,11 +90,13 @@ class Runner:
         self.lease_ms = int(lease_seconds * 1000)
         self.instance = uuid.uuid4().hex
         self.is_leader = False
+        self.token: int | None = None  # the fencing token of this runner's current lease
+        self._state = threading.RLock()
         store = RedisJobStore(jobs_key=keys.JOBS, run_times_key=keys.RUN_TIMES)
         store.redis = client
         self.scheduler = BackgroundScheduler(
             jobstores={"default": store},
-            executors={"default": ThreadPoolExecutor(workers)},
+            executors={"default": _Pool(workers, self._run_fenced)},
             job_defaults={"coalesce": True, "max_instances": 16, "misfire_grace_time": None},
             timezone=UTC,
         )
@@ -94,25 +132,48 @@ class Runner:
             self._tick()
             self._stop.wait(min(interval, 1.0) if self.is_leader else interval)
 
+    def _run_fenced(self, job: Callable[[], Any]) -> Any:
+        """Run one job (in a pool thread) with this runner's token; skip it if the lease is gone."""
+        with self._state:
+            token = self.token if self.is_leader else None
+        if token is None:
+            log.warning("not the active runner any more: a job was not run")
+            return []  # APScheduler's run_job result: no events
+        with fenced(Fence(token, self._lost)):
+            return job()
+
+    def _lost(self, token: int) -> None:
+        """A write under ``token`` was refused: stop running jobs now if that is still our lease."""
+        with self._state:
+            if not self.is_leader or self.token != token:
+                return
+            self.is_leader = False
+            self.token = None
+        log.warning("the runner lease was taken by another runner: pausing the runner")
+        with contextlib.suppress(Exception):
+            self.scheduler.pause()
+
     def _tick(self) -> None:
         try:
-            held = bool(self.redis.eval(_RENEW, 1, keys.RUNNER_LEASE, self.instance, self.lease_ms))
+            token = int(self.redis.eval(_RENEW, 2, keys.RUNNER_LEASE, keys.RUNNER_TOKEN, self.instance, self.lease_ms))
         except redis.RedisError as err:
             log.warning("cannot renew the runner lease: %s", err)
-            held = False
-        if held and not self.is_leader:
-            self.is_leader = True
-            log.info("this process is now the active runner")
+            token = 0
+        with self._state:
+            was, self.is_leader = self.is_leader, token > 0
+            acquired = token > 0 and token != self.token
+            self.token = token or None
+        if acquired:
+            log.info("this process is now the active runner", extra={"fence": token})
             if self.on_leader is not None:
                 try:
                     self.on_leader()
                 except Exception:
                     log.exception("resuming upgrades failed")
             self.scheduler.resume()
-        elif not held and self.is_leader:
-            self.is_leader = False
+        elif was and not token:
             log.warning("lost the runner lease: pausing the runner")
             self.scheduler.pause()
-        elif held:
+        elif token:
             # Jobs queued by other processes do not wake this scheduler: look at the store regularly.
             self.scheduler.wakeup()

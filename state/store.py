@@ -1,4 +1,4 @@
-"""The Redis store of upgrade records, with the one-upgrade-per-release lock.
+"""The Redis store of upgrade records, with the one-upgrade-per-release lock and lease fencing.
 
 Guarantees:
 - ``create`` is atomic: it either takes the release's active lock and writes the record, or
@@ -6,13 +6,34 @@ Guarantees:
 - ``update`` is a compare-and-set loop: concurrent writers (the runner, a button click) never
   overwrite each other's changes; the function passed in sees the latest record.
 - An upgrade that ends releases its lock in the same transaction that records the outcome.
+- Runner writes are fenced. Every acquisition of the runner lease increments
+  ``keys.RUNNER_TOKEN``; the runner runs each job inside ``fenced(Fence(token, ...))``. A
+  write made inside a fence (``update``, ``discard``) WATCHes the token key with the record
+  and goes through only if the token in Redis is still the writer's, in the same
+  transaction; otherwise it raises ``LeaseLost`` and writes nothing. So a runner that lost
+  its lease (paused, partitioned, its pod replaced) cannot overwrite the new runner's record.
+- Writes outside a fence are a person's, from the Slack handlers (a click, a new command):
+  they do not depend on who runs the steps, any replica may make them, and they are never
+  refused for the lease. The fence is a context variable rather than an argument so that the
+  one store object serves both sides: the handlers' threads (``asyncio.to_thread``) never
+  carry one, the runner's job threads always do.
+
+Exceptions::
+
+    KeyError
+    └── NotFound     no such upgrade record
+    RuntimeError
+    └── LeaseLost    a fenced write by a runner whose lease another runner has taken since
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis
@@ -25,6 +46,52 @@ T = TypeVar("T")
 
 class NotFound(KeyError):
     pass
+
+
+class LeaseLost(RuntimeError):
+    """A runner write refused: the runner lease was acquired by another holder since this one's."""
+
+    def __init__(self, token: int, current: int | None) -> None:
+        super().__init__(f"the runner lease was lost: this runner holds token {token}, Redis has {current}")
+        self.token = token
+        self.current = current
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The fencing token of the runner running this job; ``on_lost`` is told when a write is refused."""
+
+    token: int
+    on_lost: Callable[[int], None] = field(default=lambda token: None, compare=False)
+
+
+_fence: contextvars.ContextVar[Fence | None] = contextvars.ContextVar("runner_fence", default=None)
+
+
+@contextlib.contextmanager
+def fenced(fence: Fence) -> Iterator[None]:
+    """Make every store write in this context (thread) a runner write checked against ``fence``."""
+    reset = _fence.set(fence)
+    try:
+        yield
+    finally:
+        _fence.reset(reset)
+
+
+def current_fence() -> Fence | None:
+    return _fence.get()
+
+
+def _check_fence(pipe: Any, fence: Fence | None) -> None:
+    """Inside WATCH (before MULTI): refuse the write if the runner lease has changed hands."""
+    if fence is None:
+        return
+    raw = pipe.get(keys.RUNNER_TOKEN)
+    current = int(raw) if raw is not None else None
+    if current != fence.token:
+        pipe.unwatch()
+        fence.on_lost(fence.token)
+        raise LeaseLost(fence.token, current)
 
 
 class UpgradeStore:
@@ -79,12 +146,17 @@ class UpgradeStore:
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in self.redis.smembers(keys.ACTIVE_SET))
 
     def update(self, upgrade_id: str, change: Callable[[Upgrade], T]) -> tuple[Upgrade, T]:
-        """Apply ``change`` to the latest record and store it atomically; retried on concurrent writes."""
+        """Apply ``change`` to the latest record and store it atomically; retried on concurrent writes.
+
+        Inside ``fenced`` (the runner), raises ``LeaseLost`` instead of writing once the lease has changed hands.
+        """
         key = keys.upgrade(upgrade_id)
+        fence = current_fence()
         with self.redis.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(key)
+                    pipe.watch(key, keys.RUNNER_TOKEN)
+                    _check_fence(pipe, fence)
                     raw = pipe.get(key)
                     if raw is None:
                         raise NotFound(upgrade_id)
@@ -112,13 +184,23 @@ class UpgradeStore:
 
     def discard(self, upgrade_id: str) -> None:
         """Forget an upgrade that never started (the release was not found before anything ran)."""
-        upgrade = self.find(upgrade_id)
+        fence = current_fence()
         with self.redis.pipeline() as pipe:
-            pipe.delete(keys.upgrade(upgrade_id))
-            pipe.zrem(keys.UPGRADES, upgrade_id)
-            if upgrade is not None:
-                self._release(pipe, upgrade)
-            pipe.execute()
+            while True:
+                try:
+                    pipe.watch(keys.upgrade(upgrade_id), keys.RUNNER_TOKEN)
+                    _check_fence(pipe, fence)
+                    raw = pipe.get(keys.upgrade(upgrade_id))
+                    upgrade = Upgrade.from_json(raw) if raw is not None else None
+                    pipe.multi()
+                    pipe.delete(keys.upgrade(upgrade_id))
+                    pipe.zrem(keys.UPGRADES, upgrade_id)
+                    if upgrade is not None:
+                        self._release(pipe, upgrade)
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
 
     def audit(self, upgrade_id: str, event: str, **fields: Any) -> None:
         entry = json.dumps({"time": time.time(), "event": event, **fields}, default=str, sort_keys=True)
