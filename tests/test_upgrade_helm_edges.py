@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 from collections.abc import Callable
 
 import redis
@@ -115,18 +114,21 @@ def test_unauthorized_click_changes_nothing(world: World, slack: SlackClient, re
     alice.type("start my-release")
     cp = alice.checkpoint("flush_done")
     client = redis.Redis.from_url(redis_url)
+    store = UpgradeStore.from_url(redis_url)
+    (upgrade_id,) = store.active_ids()
+    # The engine's last write for this checkpoint is its message ts; after that it only waits.
+    alice.wait(lambda: getattr(store.get(upgrade_id).checkpoint("flush_done-1"), "ts", None) == cp.ts, 15, "its ts")
     before = {k: client.get(k) for k in client.keys("mpub:upgrade:*")}
     world.kube.clear_requests()
     mallory = alice.as_user(STRANGER)
     mallory.click(cp, "upgrade_approve")
     mallory.click(cp, "upgrade_abort")
-    assert "not in BOT_OPERATORS" in mallory.wait_ephemeral("Nothing changed")
-    time.sleep(1.0)
+    # Both clicks answered: the refusal is the handler's last act, so both are fully processed.
+    alice.wait(lambda: len([t for t in mallory.ephemerals() if "Nothing changed" in t]) == 2, 15, "two refusals")
+    assert all("not in BOT_OPERATORS" in t for t in mallory.ephemerals() if "Nothing changed" in t)
     assert {k: client.get(k) for k in client.keys("mpub:upgrade:*")} == before
     assert has_button(world.slack.message(cp.channel, cp.ts), "upgrade_approve")
     assert [r for r in world.kube.requests if r.method == "DELETE"] == []
-    store = UpgradeStore.from_url(redis_url)
-    (upgrade_id,) = store.active_ids()
     assert [e["event"] for e in store.audit_trail(upgrade_id)] == ["requested"]
 
 
@@ -232,16 +234,26 @@ def test_redis_restart_at_a_checkpoint(
 
 
 def test_two_replicas_share_one_runner(world: World, make_bot: Callable[..., BotProcess]) -> None:
-    """Invariant 6: any replica takes Slack requests, one runs the steps; the follower's jobs run."""
-    bots = [make_bot(world), make_bot(world)]
+    """Invariant 6: any replica takes Slack requests, one runs the steps; the follower's jobs run;
+    when the active runner is killed, the other takes over within the lease and finishes."""
+    lease = 3.0
+    bots = [make_bot(world, RUNNER_LEASE_SECONDS=str(lease)) for _ in range(2)]
     first, second = person(world, bots[0]), person(world, bots[1])
     second.type("start my-release")
     first.approve("flush_done")
     second.approve("pvc_list")
-    first.approve("reinstall")
-    assert first.outcome() == "succeeded"
+    cp = first.checkpoint("reinstall")
     leaders = [b.log().count("this process is now the active runner") for b in bots]
     assert sorted(leaders) == [0, 1]
+    leader, follower = (bots[0], bots[1]) if leaders[0] else (bots[1], bots[0])
+    leader.kill()  # no lease release: the follower must wait for it to expire
+    follower_person = person(world, follower)
+    # The dead leader's lease runs out within `lease`; the follower looks every lease/3.
+    follower_person.wait(
+        lambda: "this process is now the active runner" in follower.log(), lease + lease / 3 + 2, "the takeover"
+    )
+    follower_person.click(cp, "upgrade_approve")
+    assert follower_person.outcome() == "succeeded"
 
 
 def test_flush_timeout_names_what_is_unflushed(
