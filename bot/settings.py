@@ -59,6 +59,7 @@ class Settings:
     pods_timeout_seconds: float = 900.0
     pvc_timeout_seconds: float = 300.0
     runner_lease_seconds: float = 15.0
+    kube_request_timeout_seconds: float = 30.0
 
     @property
     def socket_mode(self) -> bool:
@@ -213,4 +214,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         pods_timeout_seconds=_positive_float(env, "UPGRADE_PODS_TIMEOUT_SECONDS", 900.0, 86400),
         pvc_timeout_seconds=_positive_float(env, "UPGRADE_PVC_TIMEOUT_SECONDS", 300.0, 86400),
         runner_lease_seconds=_positive_float(env, "RUNNER_LEASE_SECONDS", 15.0, 600),
+        kube_request_timeout_seconds=_positive_float(env, "KUBE_REQUEST_TIMEOUT_SECONDS", 30.0, 600),
     )

@@ -39,7 +39,11 @@ What is faithful (and therefore strict):
 - RESTful port: ``POST /v2/vectordb/databases/list`` -> ``{"code":0,"data":[...]}``. With a
   ``token`` a request without ``Authorization: Bearer <token>`` gets HTTP 401
   ``{"code":1800,"message":"user hasn't authenticated"}`` (milvus internal/distributed/proxy/service.go
-  ``authenticate`` aborts with http.StatusUnauthorized). The 9091 port has no authentication.
+  ``authenticate`` aborts with http.StatusUnauthorized). With a token and ``mgmt_auth`` (the
+  default: Milvus 2.5/2.6 releases from early 2026, milvus PRs #47277/#47278/#47405) the 9091
+  ``/api/v1`` routes require the same header and answer the same HTTP 401 without it;
+  ``/healthz`` stays public. ``mgmt_auth=False`` is an older release (no auth on 9091).
+  Every request's ``Authorization`` header is kept in the request log.
 
 What is simulated, not real (documented so tests rely on it knowingly):
 - There is no background flush. A Sealed segment becomes Flushed only when ``/api/v1/persist/state``
@@ -145,6 +149,7 @@ class RequestRecord:
     body: Any
     status: int
     response: Any
+    authorization: str | None = None  # the request's Authorization header, as received
 
 
 @dataclass
@@ -279,11 +284,13 @@ class MilvusSim:
         flush_polls: int = 2,
         version: str = "v2.5.10",
         token: str | None = None,
+        mgmt_auth: bool = True,
         segment_capacity: int = 100_000,
     ) -> None:
         self.flush_polls = flush_polls
         self.version = version
         self.token = token
+        self.mgmt_auth = mgmt_auth
         self.segment_capacity = segment_capacity
         self.requests: list[RequestRecord] = []
         self._lock = threading.RLock()
@@ -534,11 +541,19 @@ class MilvusSim:
         app.router.add_route("POST", ROUTE_LIST_DATABASES, self._wrap("rest", self._h_list_databases))
         return app
 
+    def _unauthenticated(self, server: str, request: web.Request) -> _Reply | None:
+        """The proxy's ``authenticate`` middleware: HTTP 401 code 1800 without the right token."""
+        if self.token is None or (server == "mgmt" and (not self.mgmt_auth or request.path == ROUTE_HEALTHZ)):
+            return None
+        if request.headers.get("Authorization") == f"Bearer {self.token}":
+            return None
+        return _Reply(401, {"code": CODE_NEED_AUTHENTICATE, "message": "user hasn't authenticated"})
+
     def _wrap(self, server: str, fn: Callable[[web.Request, bytes], _Reply]) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
             raw = await request.read()
             with self._lock:
-                reply = fn(request, raw)
+                reply = self._unauthenticated(server, request) or fn(request, raw)
             return self._respond(server, request, raw, reply)
 
         return handler
@@ -573,6 +588,7 @@ class MilvusSim:
                 _parse_for_log(raw),
                 reply.status,
                 logged,
+                request.headers.get("Authorization"),
             )
         )
         return resp
@@ -752,8 +768,6 @@ class MilvusSim:
     # ------------------------------------------------------------------ 19530 handler
 
     def _h_list_databases(self, request: web.Request, raw: bytes) -> _Reply:
-        if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
-            return _Reply(401, {"code": CODE_NEED_AUTHENTICATE, "message": "user hasn't authenticated"})
         if raw:
             try:
                 doc = json.loads(raw)

@@ -67,7 +67,9 @@ class World:
         reclaim_policy: str = "Delete",
         operator_version: str | None = "v1.1.2",
         helm_major: int = 4,
+        milvus_token: str | None = None,
     ) -> None:
+        self.milvus_token = milvus_token
         self.workdir = workdir or tempfile.mkdtemp(prefix="mpub-world-")
         self.helm_major = helm_major
         self.charts = ChartRepo()
@@ -176,7 +178,7 @@ class World:
         """Give a release its Milvus simulator behind service ``<name>-milvus`` (ports 9091 and 19530)."""
         key = (namespace, name)
         if key not in self.releases:
-            milvus = MilvusSim(flush_polls=self.flush_polls).start()
+            milvus = MilvusSim(flush_polls=self.flush_polls, token=self.milvus_token).start()
             self.kube.register_service_backend(namespace, f"{name}-milvus", 9091, milvus.mgmt_url)
             self.kube.register_service_backend(namespace, f"{name}-milvus", 19530, milvus.rest_url)
             self.releases[key] = Release(name, namespace, milvus, config)
@@ -192,6 +194,12 @@ class World:
 
     def milvus(self, name: str, namespace: str = "default") -> MilvusSim:
         return self.releases[(namespace, name)].milvus
+
+    def milvus_direct_urls(self, name: str, namespace: str = "default") -> tuple[str, str]:
+        """(port 9091 URL, port 19530 URL) of a release's Milvus, reached directly rather than
+        through the service proxy (as MILVUS_MGMT_URL / MILVUS_URL would point at it)."""
+        sim = self.milvus(name, namespace)
+        return sim.mgmt_url, sim.rest_url
 
     def settle(self, timeout: float = 30.0) -> None:
         self.cluster.settle(timeout)

@@ -3,14 +3,23 @@
 Everything returns plain dicts parsed from the API's JSON (``_preload_content=False``), so
 values such as resourceVersions and quantities arrive exactly as the server sent them. Errors
 keep the API's own Status message (``KubeError.message``), which is what a person needs to see.
-The same credentials serve ``http_client()``, an httpx client for the API server's service
-proxy, used to reach the Milvus proxy without a port-forward.
+Every call has a client-side timeout (``_request_timeout`` = (connect, read)); a call the API
+server does not answer in time is a temporary KubeError (the engine retries it). Watches also ask
+the server to end them (``timeoutSeconds``), read with a slightly longer client timeout, and
+reconnect from the last resourceVersion seen when the connection breaks.
+
+``http_client()`` is an httpx client for the API server's service proxy (to reach the Milvus
+proxy without a port-forward). It attaches the Kubernetes credentials (bearer token, client
+certificate) only to requests whose scheme, host and port are the API server's, and strips any
+other ``Authorization`` from them; requests to any other origin (a direct MILVUS_URL) go out
+with neither.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,9 +29,16 @@ import httpx
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import MaxRetryError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
+
+CONNECT_TIMEOUT = 5.0
+DEFAULT_READ_TIMEOUT = 30.0
+WATCH_READ_MARGIN = 5.0  # a watch's client read timeout: the server's timeoutSeconds plus this
+WATCH_MAX_FAILURES = 3  # consecutive broken connections before a watch gives up (callers then list)
 
 
 class RawWatch(watch.Watch):
@@ -61,13 +77,34 @@ def _status_message(err: ApiException) -> str:
         return str(err.reason)
 
 
+def _timeout_of(fn: Callable[..., Any]) -> tuple[float, float]:
+    """The (connect, read) timeout of the Kube whose API client ``fn`` is bound to."""
+    api = getattr(getattr(fn, "__self__", None), "api_client", None)
+    return getattr(api, "bot_request_timeout", (CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT))
+
+
+def _is_timeout(err: BaseException) -> bool:
+    if isinstance(err, MaxRetryError):
+        return isinstance(err.reason, Urllib3Timeout | TimeoutError)
+    return isinstance(err, Urllib3Timeout | TimeoutError)
+
+
+def _unreachable(action: str, err: BaseException, timeout: tuple[float, float]) -> KubeError:
+    if _is_timeout(err):
+        return KubeError(action, 0, f"the Kubernetes API server did not answer within {timeout[1]:g}s")
+    return KubeError(action, 0, f"cannot reach the Kubernetes API: {err}")
+
+
 def _call(action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> JSON:
+    """One API call with its (connect, read) timeout; every failure is a KubeError (status 0:
+    no answer, e.g. the server did not answer in time: temporary)."""
+    timeout = kwargs.pop("_request_timeout", None) or _timeout_of(fn)
     try:
-        resp = fn(*args, _preload_content=False, **kwargs)
+        resp = fn(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
     except ApiException as err:
         raise KubeError(action, err.status or 0, _status_message(err)) from None
     except (Urllib3Error, OSError) as err:
-        raise KubeError(action, 0, f"cannot reach the Kubernetes API: {err}") from None
+        raise _unreachable(action, err, timeout) from None
     data = resp.data
     return json.loads(data) if data else {}
 
@@ -75,10 +112,10 @@ def _call(action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> JSO
 _MILVUS = ("milvus.io", "v1beta1")
 
 
-def _unless_missing(action: str, fn: Callable[..., Any], *args: Any) -> JSON | None:
+def _unless_missing(action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> JSON | None:
     """``_call``, with NotFound answered as None (reads of optional objects, deletes that may be done)."""
     try:
-        return _call(action, fn, *args)
+        return _call(action, fn, *args, **kwargs)
     except KubeError as err:
         if err.not_found:
             return None
@@ -93,9 +130,43 @@ class AccessCheck:
     group: str = ""
 
 
+def _delete_options(uid: str | None) -> JSON | None:
+    """DeleteOptions with a uid precondition: the API answers 409 Conflict if the object by that
+    name is not the one with this uid (re-created since it was seen)."""
+    if not uid:
+        return None
+    return {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+
+
+def _origin(url: httpx.URL | str) -> tuple[str, str, int]:
+    """(scheme, host, port) with the scheme's default port made explicit."""
+    u = httpx.URL(url)
+    port = u.port or (443 if u.scheme == "https" else 80)
+    return u.scheme, u.host.lower(), port
+
+
+class _ByOrigin(httpx.BaseTransport):
+    """Requests to ``origin`` go through ``kube`` (its TLS client certificate and CA); all others
+    through ``other`` (no client certificate, default verification)."""
+
+    def __init__(self, origin: tuple[str, str, int], kube: httpx.BaseTransport, other: httpx.BaseTransport) -> None:
+        self.origin = origin
+        self.kube = kube
+        self.other = other
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self.kube if _origin(request.url) == self.origin else self.other
+        return transport.handle_request(request)
+
+    def close(self) -> None:
+        self.kube.close()
+        self.other.close()
+
+
 class Kube:
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, request_timeout: float = DEFAULT_READ_TIMEOUT) -> None:
         self.api = api
+        self.request_timeout = request_timeout
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
@@ -111,25 +182,50 @@ class Kube:
             if kubeconfig:
                 raise
             config.load_incluster_config(client_configuration=configuration)
+        configuration.retries = False  # a hung call is reported, not retried 3 more times inside urllib3
         return cls(client.ApiClient(configuration))
+
+    @property
+    def request_timeout(self) -> float:
+        """Read timeout (seconds) of every ordinary call (KUBE_REQUEST_TIMEOUT_SECONDS)."""
+        return float(_timeout_of(self.core.list_namespaced_pod)[1])
+
+    @request_timeout.setter
+    def request_timeout(self, seconds: float) -> None:
+        # Stored on the API client, where ``_call`` finds it from the bound API method.
+        setattr(self.api, "bot_request_timeout", (min(CONNECT_TIMEOUT, seconds), seconds))  # noqa: B010
 
     @property
     def host(self) -> str:
         return str(self.api.configuration.host).rstrip("/")
 
     def http_client(self, timeout: float = 30.0) -> httpx.Client:
-        """An httpx client carrying this API client's credentials, for the service proxy."""
+        """An httpx client for the service proxy that sends this API client's credentials to the
+        API server only (same scheme, host and port); other hosts get neither token nor cert.
+
+        A request to the API server has any ``Authorization`` it carried replaced by the
+        Kubernetes one (or removed when the Kubernetes identity is a client certificate), so a
+        Milvus token never reaches the API server."""
         cfg = self.api.configuration
-        verify: Any = cfg.ssl_ca_cert or cfg.verify_ssl
-        cert = (cfg.cert_file, cfg.key_file) if cfg.cert_file else None
+        tls = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
+        if not cfg.verify_ssl:  # insecure-skip-tls-verify
+            tls.check_hostname = False
+            tls.verify_mode = ssl.CERT_NONE
+        if cfg.cert_file:
+            tls.load_cert_chain(cfg.cert_file, cfg.key_file)
+        api_origin = _origin(self.host)
 
         def auth(request: httpx.Request) -> httpx.Request:
+            if _origin(request.url) != api_origin:
+                return request
+            request.headers.pop("Authorization", None)
             token = cfg.get_api_key_with_prefix("authorization") or cfg.get_api_key_with_prefix("BearerToken")
             if token:
                 request.headers["Authorization"] = token
             return request
 
-        return httpx.Client(verify=verify, cert=cert, auth=auth, timeout=timeout)
+        transport = _ByOrigin(api_origin, httpx.HTTPTransport(verify=tls), httpx.HTTPTransport())
+        return httpx.Client(transport=transport, auth=auth, timeout=timeout)
 
     # --- reads -------------------------------------------------------------------------------
     def list_secrets(self, namespace: str, selector: str) -> list[JSON]:
@@ -180,13 +276,19 @@ class Kube:
         return refused
 
     # --- writes ------------------------------------------------------------------------------
-    def delete_pvc(self, namespace: str, name: str) -> bool:
-        """Delete one PVC; False when it was already gone."""
+    def delete_pvc(self, namespace: str, name: str, uid: str | None = None) -> bool:
+        """Delete one PVC, only if it still has ``uid`` (409 KubeError otherwise); False when gone."""
         fn = self.core.delete_namespaced_persistent_volume_claim
-        return _unless_missing("delete persistentvolumeclaim", fn, name, namespace) is not None
+        body = _delete_options(uid)
+        extra = {"body": body} if body else {}
+        return _unless_missing("delete persistentvolumeclaim", fn, name, namespace, **extra) is not None
 
-    def delete_pv(self, name: str) -> bool:
-        return _unless_missing("delete persistentvolume", self.core.delete_persistent_volume, name) is not None
+    def delete_pv(self, name: str, uid: str | None = None) -> bool:
+        """Delete one PV, only if it still has ``uid`` (409 KubeError otherwise); False when gone."""
+        body = _delete_options(uid)
+        extra = {"body": body} if body else {}
+        fn = self.core.delete_persistent_volume
+        return _unless_missing("delete persistentvolume", fn, name, **extra) is not None
 
     def upsert_configmap(self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str]) -> None:
         body = {
@@ -204,22 +306,69 @@ class Kube:
 
     # --- watches -----------------------------------------------------------------------------
     def watch_pods(self, namespace: str, selector: str, resource_version: str, seconds: int) -> Iterator[JSON]:
-        """Yield raw watch events ({type, object}) for up to ``seconds``; ends quietly on a watch error."""
+        """Raw watch events ({type, object}) after ``resource_version`` for up to ``seconds``.
+
+        A broken connection is resumed from the last resourceVersion seen; a 410 Gone (too old)
+        or repeated failures end the watch quietly, and the caller lists again."""
+        fn = self.core.list_namespaced_pod
+        yield from _watch("pod", fn, (namespace,), {"label_selector": selector}, resource_version, seconds)
+
+
+def _watch(
+    what: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    resource_version: str,
+    seconds: float,
+) -> Iterator[JSON]:
+    """Watch until ``seconds`` have passed, reconnecting from the last resourceVersion seen.
+
+    Each connection asks the server to end it at the deadline (``timeoutSeconds``) and reads with
+    a client timeout a little longer, so a silent connection cannot block for ever."""
+    deadline = time.monotonic() + seconds
+    rv = resource_version
+    failures = 0
+    connect = _timeout_of(fn)[0]
+    while (remaining := deadline - time.monotonic()) >= 1:
         w = RawWatch()
+        server_seconds = int(remaining)
+        opened = time.monotonic()
         try:
             for event in w.stream(
-                self.core.list_namespaced_pod,
-                namespace,
-                label_selector=selector,
-                resource_version=resource_version,
-                timeout_seconds=seconds,
+                fn,
+                *args,
+                resource_version=rv,
+                timeout_seconds=server_seconds,
+                _request_timeout=(connect, server_seconds + WATCH_READ_MARGIN),
+                **kwargs,
             ):
-                yield {"type": event["type"], "object": event["object"]}
-        except (ApiException, Urllib3Error, OSError, ValueError) as err:
-            log.info("pod watch ended early (%s); falling back to polling", err)
-            time.sleep(0.1)
+                obj = event["object"]
+                if isinstance(obj, dict):
+                    rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
+                failures = 0
+                if event["type"] == "BOOKMARK":
+                    continue
+                yield {"type": event["type"], "object": obj}
+        except ApiException as err:
+            if err.status == 410:
+                log.info("%s watch: resourceVersion %s is too old; the caller lists again", what, rv)
+                return
+            failures += 1
+            log.info("%s watch refused (%s)", what, _status_message(err))
+        except (Urllib3Error, OSError, ValueError) as err:
+            failures += 1
+            log.info("%s watch connection broke (%s); resuming from resourceVersion %s", what, err, rv)
+        else:
+            if time.monotonic() - opened >= server_seconds - 1:
+                return  # the server ended it at timeoutSeconds: done
         finally:
             w.stop()
+        if failures >= WATCH_MAX_FAILURES:
+            log.info("%s watch failed %d times in a row; the caller lists again", what, failures)
+            return
+        # Not a stand-in for a condition: a pause before reconnecting so a failing server is not hammered.
+        time.sleep(min(0.2 * failures, max(0.0, deadline - time.monotonic())))
 
 
 def get_milvus(kube: Kube, namespace: str, name: str) -> JSON | None:
@@ -251,20 +400,8 @@ def create_milvus(kube: Kube, namespace: str, body: JSON) -> JSON:
 
 
 def watch_milvus(kube: Kube, namespace: str, name: str, resource_version: str, seconds: int) -> Iterator[JSON]:
-    """Raw watch events of one Milvus resource after ``resource_version``, for up to ``seconds``."""
-    w = RawWatch()
-    try:
-        for event in w.stream(
-            kube.custom.list_namespaced_custom_object,
-            *_MILVUS,
-            namespace,
-            "milvuses",
-            field_selector=f"metadata.name={name}",
-            resource_version=resource_version,
-            timeout_seconds=seconds,
-        ):
-            yield {"type": event["type"], "object": event["object"]}
-    except (ApiException, Urllib3Error, OSError, ValueError) as err:
-        log.info("milvus watch ended early (%s)", err)
-    finally:
-        w.stop()
+    """Raw watch events of one Milvus resource after ``resource_version``, for up to ``seconds``
+    (resumed after a broken connection; a 410 Gone ends it and the caller reads again)."""
+    fn = kube.custom.list_namespaced_custom_object
+    args = (*_MILVUS, namespace, "milvuses")
+    yield from _watch("milvus", fn, args, {"field_selector": f"metadata.name={name}"}, resource_version, seconds)

@@ -14,12 +14,18 @@ What it guarantees:
   false, absent lists mean empty.
 - Every failure is an exception naming the route and the server's reason; nothing is swallowed.
   The Milvus token is never part of a message.
+- The token (``Authorization: Bearer <token>``) goes with every ``/api/v1`` request on port 9091
+  and every RESTful request on port 19530: Milvus 2.5/2.6 releases from early 2026 require it on
+  9091 too when ``authorizationEnabled``. ``/healthz`` is public and gets none. Which host may see
+  which credentials is the ``http`` client's business (``Kube.http_client`` replaces
+  ``Authorization`` with the Kubernetes credentials on requests to the API server's service
+  proxy, so through the proxy the Milvus token is not sent at all).
 
 Exceptions (all carry ``route``, ``reason``, ``http_status``, ``code``, ``error_code``, ``retriable``)::
 
     MilvusHttpError         a call failed: non-empty status, HTTP error status, or a malformed answer
      +-- MilvusRoutesGone   /api/v1 answers gin's 404: the flush routes the procedure needs are missing
-     +-- MilvusAuthError    the RESTful port refused the token (code 1800)
+     +-- MilvusAuthError    Milvus refused the request: token missing or wrong (HTTP 401 / code 1800)
      +-- MilvusUnreachable  no HTTP answer at all (connect error, timeout); worth retrying
      +-- FlushTimeout       segments still unflushed at the deadline; ``unflushed`` names them
 """
@@ -82,7 +88,13 @@ class MilvusRoutesGone(MilvusHttpError):
 
 
 class MilvusAuthError(MilvusHttpError):
-    """The RESTful port refused the request: the token is missing or wrong."""
+    """Milvus refused the request (either port): the token is missing or wrong."""
+
+
+AUTH_HINT = (
+    "Milvus requires authentication: set MILVUS_TOKEN, and MILVUS_URL / MILVUS_MGMT_URL to reach Milvus "
+    "directly (through the Kubernetes service proxy only the Kubernetes credentials can be sent)"
+)
 
 
 class MilvusUnreachable(MilvusHttpError):
@@ -293,10 +305,33 @@ class MilvusClient:
             http_status=404,
         )
 
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
+    def _refused(self, route: str, resp: httpx.Response) -> MilvusAuthError | None:
+        """An authentication refusal (HTTP 401, or code 1800 in the body), else None."""
+        try:
+            doc = json.loads(resp.content)
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+        code = doc.get("code") if isinstance(doc, dict) else None
+        if isinstance(doc, dict) and isinstance(doc.get("status"), dict):
+            code = doc["status"].get("code", code)
+        if resp.status_code != 401 and code != CODE_NEED_AUTHENTICATE:
+            return None
+        if isinstance(doc, dict) and doc.get("kind") == "Status":  # the API server refused us, not Milvus
+            return None
+        message = str(doc.get("message") or "") if isinstance(doc, dict) else ""
+        reason = f"{message or 'not authenticated'}. {AUTH_HINT}"
+        return MilvusAuthError(route, reason, http_status=resp.status_code, code=code)
+
     def _call_v1(self, method: str, route: str, body: dict[str, Any] | None) -> dict[str, Any]:
-        resp = self._send(method, self.mgmt_base_url + route, route, body, {})
+        resp = self._send(method, self.mgmt_base_url + route, route, body, self._auth())
         if resp.status_code == 404:
             raise self._not_found(route, resp)
+        refused = self._refused(route, resp)
+        if refused is not None:
+            raise refused
         doc = self._decode(route, resp)
         if resp.status_code != 200:
             raise _http_failure(route, resp, doc)
@@ -310,9 +345,12 @@ class MilvusClient:
 
     def health(self) -> None:
         """GET /api/v1/health. Raises MilvusRoutesGone on a Milvus 404."""
-        resp = self._send("GET", self.mgmt_base_url + V1_HEALTH, V1_HEALTH, None, {})
+        resp = self._send("GET", self.mgmt_base_url + V1_HEALTH, V1_HEALTH, None, self._auth())
         if resp.status_code == 404:
             raise self._not_found(V1_HEALTH, resp)
+        refused = self._refused(V1_HEALTH, resp)
+        if refused is not None:
+            raise refused
         doc = self._decode(V1_HEALTH, resp)
         if resp.status_code != 200 or not isinstance(doc, dict) or doc.get("status") != "ok":
             raise MilvusHttpError(V1_HEALTH, f"unexpected answer: {resp.text[:300]!r}", http_status=resp.status_code)
@@ -329,13 +367,13 @@ class MilvusClient:
     def list_databases(self) -> list[str]:
         """POST /v2/vectordb/databases/list on the RESTful port."""
         route = V2_LIST_DATABASES
-        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-        resp = self._send("POST", self.rest_base_url + route, route, {}, headers)
+        resp = self._send("POST", self.rest_base_url + route, route, {}, self._auth())
+        refused = self._refused(route, resp)
+        if refused is not None:
+            raise refused
         doc = self._decode(route, resp)
         code = doc.get("code") if isinstance(doc, dict) else None
         message = str(doc.get("message", "")) if isinstance(doc, dict) else resp.text[:300]
-        if resp.status_code == 401 or code == CODE_NEED_AUTHENTICATE:
-            raise MilvusAuthError(route, message or "not authenticated", http_status=resp.status_code, code=code)
         if resp.status_code != 200 or code != 0:
             raise MilvusHttpError(route, message or "unexpected answer", http_status=resp.status_code, code=code)
         data = doc.get("data") or []
