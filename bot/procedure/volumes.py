@@ -1,9 +1,13 @@
 """The Pulsar V2 volumes: list them with the PVs bound to them, ask, delete exactly those.
 
 Deletion is only ever of what an approval showed: right before deleting, the PVCs are listed
-again; if the set differs from the approved one, nothing is deleted and the operators are
-asked again with the new list. PVs are deleted only if their claimRef still points at one of
-the deleted PVCs (same namespace, name and uid), with the PV API, and NotFound is success.
+again; if the set differs from the approved one (a new name, or an approved name now held by
+a re-created PVC with another uid), nothing is deleted and the operators are asked again with
+the new list. Each DELETE carries the approved uid as a precondition, so a PVC re-created
+between that list and the DELETE is refused by the API server (409 Conflict): then nothing
+more is deleted and the operators are asked again. PVs are deleted only if their claimRef
+still points at one of the deleted PVCs (same namespace, name and uid), with the uid of the PV
+seen bound to it as a precondition; NotFound is success.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from bot.cluster.kube import KubeError
 from bot.procedure.common import describe_pv, describe_pvc
 from bot.procedure.context import Ctx
 from bot.procedure.outcome import Ask, Done, StepError, Wait
@@ -72,19 +77,51 @@ def delete_pvcs(ctx: Ctx) -> Done | Ask | Wait:
         if not pvcs:
             return Done("no Pulsar V2 PVCs were left to delete")
         return Ask("pvc_list", {"release": ctx.release, "namespace": ctx.namespace, "pvcs": pvcs, "pvs": pvs})
-    approved = {p["name"] for p in cp.target["pvcs"]}
+    approved_uids = {p["name"]: p.get("uid") for p in cp.target["pvcs"]}
+    approved = set(approved_uids)
+    replaced = {p["name"] for p in pvcs if p["name"] in approved and approved_uids[p["name"]] not in (None, p["uid"])}
     extra = current - approved
-    if extra and not started:
+    if (extra or replaced) and not started:
         return Ask(
             "pvc_list",
             {"release": ctx.release, "namespace": ctx.namespace, "pvcs": pvcs, "pvs": pvs},
             note="The PVC list changed since it was approved: nothing was deleted. Please check the new list.",
         )
+    if replaced:  # re-created while deleting: not what was approved
+        return _ask_again(ctx, set(), sorted(replaced))
     if not started:
         ctx.set_facts(pvc_delete_started=time.time())
+    deleted: set[str] = set()
     for name in sorted(current & approved):
-        ctx.kube.delete_pvc(ctx.namespace, name)
+        try:
+            ctx.kube.delete_pvc(ctx.namespace, name, uid=approved_uids[name])
+        except KubeError as err:
+            if err.status != 409:
+                raise
+            # The ones already deleted were approved: their PVs go too, as they would have.
+            delete_bound_pvs(
+                ctx, {"pvcs": [p for p in cp.target["pvcs"] if p["name"] in deleted], "pvs": cp.target.get("pvs", [])}
+            )
+            return _ask_again(ctx, deleted, [name])
+        deleted.add(name)
     return _after_delete(ctx, cp.target, current & approved, extra)
+
+
+def _ask_again(ctx: Ctx, deleted: set[str], replaced: list[str]) -> Ask:
+    """An approved PVC name now belongs to another PVC (new uid): delete nothing more, ask again."""
+    pvcs, pvs = list_volumes(ctx)
+    pvcs = [p for p in pvcs if p["name"] not in deleted]
+    bound = {p["volume"] for p in pvcs}
+    pvs = [v for v in pvs if v["name"] in bound]
+    ctx.set_facts(pvc_delete_started=None)
+    return Ask(
+        "pvc_list",
+        {"release": ctx.release, "namespace": ctx.namespace, "pvcs": pvcs, "pvs": pvs},
+        note=(
+            f"PVC {', '.join(f'`{n}`' for n in replaced)} was re-created since the approval (another uid): "
+            "it was not deleted, and nothing more was. Please check the current list."
+        ),
+    )
 
 
 def _after_delete(ctx: Ctx, target: JSON, remaining: set[str], extra: set[str]) -> Done | Ask | Wait:
@@ -136,5 +173,12 @@ def delete_bound_pvs(ctx: Ctx, target: JSON) -> tuple[list[str], list[str]]:
         ours = claim["claim_namespace"] == ctx.namespace and claim["claim_name"] in approved
         if not ours or (uids.get(claim["claim_name"]) and claim["claim_uid"] != uids[claim["claim_name"]]):
             continue
-        (deleted if ctx.kube.delete_pv(pv["name"]) else gone).append(pv["name"])
+        try:
+            # The uid of the PV just seen bound to the approved claim: a PV re-created since is not deleted.
+            removed = ctx.kube.delete_pv(pv["name"], uid=live["metadata"].get("uid"))
+        except KubeError as err:
+            if err.status != 409:
+                raise
+            continue
+        (deleted if removed else gone).append(pv["name"])
     return deleted, gone

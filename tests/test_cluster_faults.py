@@ -1,0 +1,284 @@
+"""The cluster adapters under faults and mixed hosts (no bot process: bot.cluster against the sandbox).
+
+- Credentials go only to their host: the Kubernetes token goes to the API server only (and any
+  other Authorization is replaced there), MILVUS_TOKEN reaches both Milvus ports when Milvus is
+  reached directly; a 9091 that requires auth refuses a client without it with a clear error.
+- Every Kubernetes call has a timeout: a hung list/get/delete raises a temporary KubeError
+  saying the API server did not answer, in bounded time.
+- A watch whose connection is cut resumes from the last resourceVersion (no event lost or
+  repeated).
+- A PVC delete carries its uid as a precondition: a same-named re-created PVC is refused (409)
+  and left alone.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from kubernetes import client
+
+from bot.cluster.kube import Kube, KubeError
+from bot.cluster.milvus import MilvusAuthError, MilvusClient, service_proxy_url
+from sandbox._http import ThreadedServer
+from sandbox.kube.server import KubeApiServer
+from sandbox.kube.store import Store
+from sandbox.milvus import MilvusSim
+
+K8S_TOKEN = "k8s-secret-token"
+MILVUS_TOKEN = "root:Milvus"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+class Recorder:
+    """An HTTP server that answers every request with Milvus-like success and records headers."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str | None]] = []
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._answer)
+        self.server = ThreadedServer(app)
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        self.seen.append((request.path, request.headers.get("Authorization")))
+        if request.path.endswith("/v2/vectordb/databases/list"):
+            return web.json_response({"code": 0, "data": ["default"]})
+        if request.path.endswith("/api/v1/health"):
+            return web.json_response({"status": "ok"})
+        return web.json_response({"status": {}, "collection_names": ["c"]})
+
+
+@pytest.fixture
+def recorders() -> Iterator[tuple[Recorder, Recorder]]:
+    api, milvus = Recorder(), Recorder()
+    api.server.start()
+    milvus.server.start()
+    yield api, milvus
+    api.server.stop()
+    milvus.server.stop()
+
+
+def _kube_at(url: str) -> Kube:
+    cfg = client.Configuration()
+    cfg.host = url
+    cfg.api_key = {"authorization": K8S_TOKEN}
+    cfg.api_key_prefix = {"authorization": "Bearer"}
+    return Kube(client.ApiClient(cfg))
+
+
+@pytest.fixture
+def apiserver(tmp_path: Any) -> Iterator[tuple[KubeApiServer, Kube]]:
+    store = Store()
+    store.ensure_namespace("default")
+    server = KubeApiServer(store).start()
+    kube = Kube.connect(server.write_kubeconfig(str(tmp_path / "kubeconfig")), None)
+    yield server, kube
+    server.stop()
+
+
+def _pvc(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "labels": {"app": "pulsar"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+
+
+def _pod(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
+
+
+# ---------------------------------------------------------------- A. credentials only to their host
+
+
+def test_kubernetes_token_only_to_the_api_server_milvus_token_only_to_milvus(
+    recorders: tuple[Recorder, Recorder],
+) -> None:
+    api, milvus = recorders
+    kube = _kube_at(api.server.url)
+    with kube.http_client(timeout=5) as http:
+        direct = MilvusClient(milvus.server.url, milvus.server.url, http=http, token=MILVUS_TOKEN)
+        direct.health()
+        direct.list_collections("default")
+        direct.list_databases()
+        # Through the service proxy: the API server gets its own credentials, never the Milvus token.
+        via_proxy = MilvusClient(
+            service_proxy_url(kube.host, "default", "r-milvus", 9091),
+            service_proxy_url(kube.host, "default", "r-milvus", 19530),
+            http=http,
+            token=MILVUS_TOKEN,
+        )
+        via_proxy.list_collections("default")
+        via_proxy.list_databases()
+
+    assert [path for path, _ in milvus.seen] == [
+        "/api/v1/health",
+        "/api/v1/collections",
+        "/v2/vectordb/databases/list",
+    ]
+    assert all(auth == f"Bearer {MILVUS_TOKEN}" for _, auth in milvus.seen), milvus.seen
+    assert len(api.seen) == 2
+    assert all(auth == f"Bearer {K8S_TOKEN}" for _, auth in api.seen), api.seen
+
+
+def test_milvus_token_reaches_both_ports_of_an_authenticating_milvus(
+    apiserver: tuple[KubeApiServer, Kube],
+) -> None:
+    server, kube = apiserver
+    with MilvusSim(token=MILVUS_TOKEN) as sim, kube.http_client(timeout=5) as http:
+        sim.add_collection("default", "docs", segments=1)
+        good = MilvusClient(sim.mgmt_url, sim.rest_url, http=http, token=MILVUS_TOKEN)
+        assert good.list_databases() == ["default"]
+        assert good.list_collections("default") == ["docs"]
+        assert good.flush_all(timeout=10, interval=0.01)[0].segment_count == 1
+        assert {r.server for r in sim.requests} == {"mgmt", "rest"}
+        assert all(r.authorization == f"Bearer {MILVUS_TOKEN}" for r in sim.requests)
+        assert not any(server.token in (r.authorization or "") for r in sim.requests)
+
+        anonymous = MilvusClient(sim.mgmt_url, sim.rest_url, http=http)
+        with pytest.raises(MilvusAuthError) as info:
+            anonymous.list_collections("default")
+        assert info.value.http_status == 401 and "MILVUS_TOKEN" in str(info.value)
+        with pytest.raises(MilvusAuthError):
+            anonymous.list_databases()
+        assert anonymous.healthz() == (True, "OK")  # /healthz stays public
+
+
+# ---------------------------------------------------------------- B. every call has a timeout
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "call"),
+    [
+        ("GET", r"/persistentvolumeclaims$", lambda k: k.list_pvcs("default", "app=pulsar")),
+        ("GET", r"/persistentvolumes/pv-1$", lambda k: k.get_pv("pv-1")),
+        ("DELETE", r"/persistentvolumeclaims/data-0$", lambda k: k.delete_pvc("default", "data-0")),
+    ],
+    ids=["list", "get", "delete"],
+)
+def test_a_hung_call_is_a_temporary_error_in_bounded_time(
+    apiserver: tuple[KubeApiServer, Kube], method: str, path: str, call: Any
+) -> None:
+    server, kube = apiserver
+    kube.request_timeout = 1.0
+    server.inject_fault(method, path, hang_seconds=6)
+    started = time.monotonic()
+    with pytest.raises(KubeError) as info:
+        call(kube)
+    elapsed = time.monotonic() - started
+    assert elapsed < 3, elapsed
+    assert info.value.temporary
+    assert "did not answer within 1s" in str(info.value)
+    assert len([r for r in server.requests if r.method == method]) == 1  # not retried inside urllib3
+
+
+class _Cuttable:
+    """A TCP forwarder to the API server whose open connections the test can cut."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.accepted = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self.conns += [down, up]
+                self.accepted += 1
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        with self._lock:
+            for s in self.conns:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.conns.clear()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+def test_a_cut_watch_resumes_from_the_last_resource_version(
+    apiserver: tuple[KubeApiServer, Kube], tmp_path: Any
+) -> None:
+    server, _ = apiserver
+    cuttable = _Cuttable(int(server.url.rsplit(":", 1)[1]))
+    try:
+        path = tmp_path / "through-cuttable"
+        server.write_kubeconfig(str(path))
+        path.write_text(path.read_text().replace(server.url, f"https://127.0.0.1:{cuttable.port}"))
+        kube = Kube.connect(str(path), None)
+        _items, rv = kube.pods_resource_version("default", "")
+        events = kube.watch_pods("default", "", rv, 20)
+        server.store.create("pods", _pod("a"), namespace="default")
+        first = next(events)
+        assert (first["type"], first["object"]["metadata"]["name"]) == ("ADDED", "a")
+        cuttable.cut()
+        server.store.create("pods", _pod("b"), namespace="default")
+        second = next(events)  # after a reconnect from a's resourceVersion: b, not a again
+        assert (second["type"], second["object"]["metadata"]["name"]) == ("ADDED", "b")
+        assert cuttable.accepted >= 2
+        watches = [r for r in server.requests if r.query.get("watch") in ("true", "1", "True")]
+        assert watches[-1].query["resourceVersion"] == first["object"]["metadata"]["resourceVersion"]
+        assert all("timeoutSeconds" in r.query for r in watches)
+        events.close()  # type: ignore[attr-defined]
+    finally:
+        cuttable.close()
+
+
+# ---------------------------------------------------------------- C. uid preconditions
+
+
+def test_pvc_delete_with_a_stale_uid_is_refused_and_keeps_the_new_pvc(
+    apiserver: tuple[KubeApiServer, Kube],
+) -> None:
+    server, kube = apiserver
+    old = server.store.create("persistentvolumeclaims", _pvc("data-0"), namespace="default")
+    server.store.delete("persistentvolumeclaims", "default", "data-0")
+    new = server.store.create("persistentvolumeclaims", _pvc("data-0"), namespace="default")
+    with pytest.raises(KubeError) as info:
+        kube.delete_pvc("default", "data-0", uid=old["metadata"]["uid"])
+    assert info.value.status == 409 and not info.value.temporary
+    assert server.store.get("persistentvolumeclaims", "default", "data-0")["metadata"]["uid"] == new["metadata"]["uid"]
+    assert kube.delete_pvc("default", "data-0", uid=new["metadata"]["uid"]) is True
+    assert kube.delete_pvc("default", "data-0", uid=new["metadata"]["uid"]) is False  # NotFound is success
