@@ -60,6 +60,7 @@ class Settings:
     pvc_timeout_seconds: float = 300.0
     runner_lease_seconds: float = 15.0
     kube_request_timeout_seconds: float = 30.0
+    backup_to_slack: str = "redacted"
 
     @property
     def socket_mode(self) -> bool:
@@ -185,6 +186,13 @@ def _chart_version(env: Mapping[str, str]) -> str | None:
     return value
 
 
+def _backup_to_slack(env: Mapping[str, str]) -> str:
+    value = (_get(env, "BOT_BACKUP_TO_SLACK") or "redacted").lower()
+    if value not in ("redacted", "full"):
+        raise SettingsError("BOT_BACKUP_TO_SLACK", f"must be redacted or full, got {value!r}")
+    return value
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the configuration from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -215,4 +223,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         pvc_timeout_seconds=_positive_float(env, "UPGRADE_PVC_TIMEOUT_SECONDS", 300.0, 86400),
         runner_lease_seconds=_positive_float(env, "RUNNER_LEASE_SECONDS", 15.0, 600),
         kube_request_timeout_seconds=_positive_float(env, "KUBE_REQUEST_TIMEOUT_SECONDS", 30.0, 600),
+        backup_to_slack=_backup_to_slack(env),
     )

@@ -43,6 +43,13 @@ REPO_NAME = "zilliztech"
 
 PULSAR_V2 = {"pulsar": {"enabled": True}, "pulsarv3": {"enabled": False}}
 SMALL = {"etcd": {"replicaCount": 1}, "minio": {"mode": "standalone"}}
+# As many real values files do: MinIO's keys in the values (the chart's minio.accessKey/secretKey).
+MINIO_ACCESS_KEY = "sandbox-minio-access-7Qx"
+MINIO_SECRET_KEY = "sandbox-minio-secret-9Jk2vW"
+SMALL_WITH_KEYS = {
+    **SMALL,
+    "minio": {"mode": "standalone", "accessKey": MINIO_ACCESS_KEY, "secretKey": MINIO_SECRET_KEY},
+}
 
 
 @dataclass
@@ -205,7 +212,7 @@ class World:
         self.cluster.settle(timeout)
 
     def seed_default(self) -> None:
-        main = self.install("my-release", values={**PULSAR_V2, **SMALL, "cluster": {"enabled": True}})
+        main = self.install("my-release", values={**PULSAR_V2, **SMALL_WITH_KEYS, "cluster": {"enabled": True}})
         seed_data(main.milvus)
         other = self.install("other-release")
         other.milvus.add_collection("default", "logs", segments=1)

@@ -6,20 +6,24 @@ Pulsar V2 PVCs and PVs gone, etcd/MinIO PVCs and other releases' and namespaces'
 untouched); every (database, collection) flushed with its exact segment IDs before the
 uninstall, including writes that arrived while the first checkpoint waited; no DELETE before
 its approval; every reply in the root's thread; the outcome words only at the end; the values
-backup in a ConfigMap and as a file; checkpoint messages lose their buttons and name who
+backup in a Secret (whole) and as a file with the secret-looking values redacted (whole with
+BOT_BACKUP_TO_SLACK=full), no ConfigMap; checkpoint messages lose their buttons and name who
 decided.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import time
+from collections.abc import Callable
 
 from bot.cluster.helm import find_release
+from sandbox.botproc import BotProcess
 from sandbox.kube.server import KubeApiServer
 from sandbox.slack import SlackClient
-from sandbox.world import CHANNEL, OPERATOR, World
-from tests.conftest import BOTH_HELMS
+from sandbox.world import CHANNEL, MINIO_SECRET_KEY, OPERATOR, World
+from tests.conftest import BOTH_HELMS, person
 from tests.scenario import OUTCOMES, Person, has_button
 
 
@@ -125,11 +129,24 @@ def test_helm_upgrade_end_to_end(world: World, slack: SlackClient) -> None:
     assert set(untouched) <= remaining
     assert untouched_pvs <= set(world.pvs())
 
-    # --- backup: ConfigMap and a file in the thread
-    cm = world.store.get("configmaps", "default", "my-release-pulsar-upgrade-backup")
-    assert json.loads(cm["data"]["values.json"]) == original
+    # --- backup: the whole values in a Secret, a redacted file in the thread, no ConfigMap
+    secret = world.store.get("secrets", "default", "my-release-pulsar-upgrade-backup")
+    assert json.loads(base64.b64decode(secret["data"]["values.json"])) == original
+    assert (
+        world.store.list(
+            "configmaps", "default", label_selector="app.kubernetes.io/managed-by=milvus-pulsar-upgrade-bot"
+        )
+        == []
+    )
     files = world.slack.files()
     assert [f.name for f in files] == ["my-release-values.json"]
+    shown = json.loads(files[0].content or b"")
+    assert shown["minio"]["secretKey"] == shown["minio"]["accessKey"] == "<redacted by milvus-pulsar-upgrade-bot>"
+    assert {**shown, "minio": original["minio"]} == original
+    assert MINIO_SECRET_KEY not in "".join(m.text for m in alice.thread())
+    assert "2 secret-looking values are redacted in this file (`minio.accessKey`, `minio.secretKey`)" in "".join(
+        m.text for m in alice.thread()
+    )
     root = alice.root()
     assert files[0].thread_ts == root.ts
 
@@ -166,3 +183,13 @@ def test_dry_run_changes_nothing(world: World, slack: SlackClient) -> None:
     assert "Plan for `my-release`" in plan
     assert f"Runs with helm {world.helm_version}" in plan
     assert world.milvus("my-release").calls("/api/v1/persist") == []
+
+
+def test_backup_file_is_whole_with_backup_to_slack_full(world: World, make_bot: Callable[..., BotProcess]) -> None:
+    alice = person(world, make_bot(world, BOT_BACKUP_TO_SLACK="full"))
+    alice.type("start my-release")
+    alice.approve("flush_done")
+    alice.checkpoint("pvc_list")
+    files = world.slack.files()
+    assert [f.name for f in files] == ["my-release-values.json"]
+    assert json.loads(files[0].content or b"")["minio"]["secretKey"] == MINIO_SECRET_KEY

@@ -12,6 +12,7 @@ re-creates the original resource.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 
@@ -68,8 +69,8 @@ def test_operator_upgrade_end_to_end(world: World, slack: SlackClient) -> None:
     alice.approve("flush_done")
     pvc_cp = alice.checkpoint("pvc_list")
     assert "milvus-operator will delete these Pulsar PVCs" in pvc_cp.text
-    assert _writes(world) and all("configmaps" in r.path for r in _writes(world)), (
-        "only the backup ConfigMap is written before the PVC approval"
+    assert _writes(world) and all("/secrets" in r.path for r in _writes(world)), (
+        "only the backup Secret is written before the PVC approval"
     )
     world.kube.clear_requests()
     alice.click(pvc_cp, "upgrade_approve")
@@ -108,8 +109,8 @@ def test_operator_upgrade_end_to_end(world: World, slack: SlackClient) -> None:
     }
     assert images == {"apachepulsar/pulsar:3.0.7"}
     assert world.pvcs("default", "app=pulsar,release=other-release") == other
-    cm = world.store.get("configmaps", "default", "my-milvus-pulsar-upgrade-backup")
-    saved = json.loads(cm["data"]["milvus.json"])
+    secret = world.store.get("secrets", "default", "my-milvus-pulsar-upgrade-backup")
+    saved = json.loads(base64.b64decode(secret["data"]["milvus.json"]))
     assert saved["spec"]["dependencies"]["pulsar"]["inCluster"]["chartVersion"] == "pulsar-v2"
 
 

@@ -304,6 +304,22 @@ class Kube:
                 raise
             _call("replace configmap", self.core.replace_namespaced_config_map, name, namespace, body)
 
+    def upsert_secret(self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str]) -> None:
+        """Create or replace an Opaque Secret holding ``data`` (text values, sent as stringData)."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {"name": name, "labels": labels},
+            "stringData": data,
+        }
+        try:
+            _call("create secret", self.core.create_namespaced_secret, namespace, body)
+        except KubeError as err:
+            if err.status != 409:
+                raise
+            _call("replace secret", self.core.replace_namespaced_secret, name, namespace, body)
+
     # --- watches -----------------------------------------------------------------------------
     def watch_pods(self, namespace: str, selector: str, resource_version: str, seconds: int) -> Iterator[JSON]:
         """Raw watch events ({type, object}) after ``resource_version`` for up to ``seconds``.

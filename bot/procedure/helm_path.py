@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from bot.cluster.helm import SUPPORTED_HELM, HelmError, HelmRelease, release_history, values_document
+from bot.cluster.helm import SUPPORTED_HELM, HelmError, HelmRelease, release_history
 from bot.procedure.common import dig, is_milvus_25, values_diff, version_tuple, with_pulsar_v3
 from bot.procedure.context import Ctx
 from bot.procedure.detect import helm_release
@@ -205,7 +205,7 @@ def plan_text(ctx_facts: dict[str, Any], release: str, namespace: str) -> str:
     return (
         f"*Plan for `{release}` in `{namespace}`* (chart {rel.get('chart_version')}, Milvus {rel.get('app_version')})\n"
         "1. Flush every database and collection into object storage, then *checkpoint*.\n"
-        "2. Flush again, save the values (Redis, ConfigMap "
+        "2. Flush again, save the values (Redis, Secret "
         f"`{release}{BACKUP_SUFFIX}`, a file in this thread), `helm uninstall`.\n"
         "3. *Checkpoint* with the exact Pulsar V2 PVCs, then delete them and their PVs.\n"
         f"4. *Checkpoint*, then install chart {plan.get('chart')} {plan.get('version')} "
@@ -243,12 +243,14 @@ def backup(ctx: Ctx) -> Done:
     meta = {k: v for k, v in saved_record.items() if k != "values"}
     name = write_backup(
         ctx,
-        {"values.json": values_document(saved_record["values"]), "release.json": json.dumps(meta, sort_keys=True)},
+        "values.json",
+        saved_record["values"],
+        {"release.json": json.dumps(meta, sort_keys=True)},
         f"{ctx.release}-values.json",
         f"{ctx.release} values before the upgrade",
         f"💾 Saved the user values of `{ctx.release}` (chart {saved_record['chart_version']}) in the upgrade record",
     )
-    return Done(f"values saved in Redis, ConfigMap `{name}` and the thread")
+    return Done(f"values saved in Redis, Secret `{name}` and the thread")
 
 
 PENDING = ("pending-install", "pending-upgrade", "pending-rollback")
@@ -301,7 +303,7 @@ def clear_interrupted(ctx: Ctx, step: str) -> HelmRelease | None:
 
 
 def uninstall(ctx: Ctx) -> Done:
-    if ctx.upgrade.saved is None or not ctx.facts.get("backup_configmap"):
+    if ctx.upgrade.saved is None or not ctx.facts.get("backup_secret"):
         raise StepError("the values are not saved durably yet; refusing to uninstall")
     release = helm_release(ctx)
     if release is not None and release.status != "uninstalled":

@@ -15,7 +15,6 @@ import copy
 import time
 from typing import Any
 
-from bot.cluster.helm import values_document
 from bot.cluster.kube import (
     KubeError,
     create_milvus,
@@ -164,7 +163,7 @@ def plan_text(facts: JSON, release: str, namespace: str) -> str:
     return (
         f"*Plan for Milvus resource `{release}` in `{namespace}`* (Milvus {version}, milvus-operator)\n"
         "1. Flush every database and collection into object storage, then *checkpoint*.\n"
-        f"2. Flush again and save the Milvus manifest (Redis, ConfigMap `{release}{BACKUP_SUFFIX}`, a file here).\n"
+        f"2. Flush again and save the Milvus manifest (Redis, Secret `{release}{BACKUP_SUFFIX}`, a file here).\n"
         "3. *Checkpoint* with the exact Pulsar PVCs; then patch the resource (etcd and MinIO: Retain, keep PVCs; "
         "Pulsar: Delete with its PVCs), delete it and follow it until it is gone; delete the Pulsar PVs left.\n"
         "4. *Checkpoint*, then create the resource again from the saved manifest with "
@@ -193,12 +192,14 @@ def backup(ctx: Ctx) -> Done:
     assert saved_record is not None
     name = write_backup(
         ctx,
-        {"milvus.json": values_document(saved_record["manifest"])},
+        "milvus.json",
+        saved_record["manifest"],
+        {},
         f"{ctx.release}-milvus.json",
         f"Milvus resource {ctx.release} before the upgrade",
         f"💾 Saved the Milvus resource `{ctx.release}` in the upgrade record",
     )
-    return Done(f"manifest saved in Redis, ConfigMap `{name}` and the thread")
+    return Done(f"manifest saved in Redis, Secret `{name}` and the thread")
 
 
 def _patch_took(cr: JSON) -> bool:

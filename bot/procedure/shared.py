@@ -1,7 +1,7 @@
 """Pieces of the procedure that the Helm and operator paths both use.
 
 The Milvus inventory (health, databases, collections), the access review, the backup of the
-saved configuration (ConfigMap + file in the thread) and the "databases and collections"
+saved configuration (a Secret + a redacted file in the thread) and the "databases and collections"
 lines of the plan: one implementation each, called by ``helm_path`` and ``operator_path``.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.cluster.helm import values_document
 from bot.cluster.kube import AccessCheck
 from bot.cluster.milvus import MilvusHttpError, MilvusRoutesGone
 from bot.procedure.context import Ctx
@@ -30,7 +31,7 @@ def milvus_inventory(ctx: Ctx) -> tuple[dict[str, list[str]], list[str]]:
 
 
 def _common_checks(ns: str) -> list[AccessCheck]:
-    checks = [AccessCheck(v, "configmaps", ns) for v in ("get", "create", "update")]
+    checks = [AccessCheck(v, "secrets", ns) for v in ("get", "create", "update")]
     checks += [AccessCheck(v, "persistentvolumes", None) for v in ("get", "delete")]
     checks += [AccessCheck(v, "pods", ns) for v in ("list", "watch")]
     checks += [AccessCheck("get", "services/proxy", ns)]
@@ -63,20 +64,53 @@ def access_problems(ctx: Ctx, operator: bool = False) -> list[str]:
     ]
 
 
-def write_backup(ctx: Ctx, data: dict[str, str], filename: str, title: str, saved_where: str) -> str:
-    """Put the saved configuration in ConfigMap ``<release>-pulsar-upgrade-backup`` and in the thread.
+SECRET_WORDS = ("password", "secret", "token", "key", "credential")
+REDACTED = "<redacted by milvus-pulsar-upgrade-bot>"
 
-    ``data``'s first entry is the file attached to the thread. Returns the ConfigMap's name."""
+
+def redact_secrets(value: Any, path: str = "") -> tuple[Any, list[str]]:
+    """A copy of ``value`` where every value under a key that looks like a secret (it contains
+    password, secret, token, key or credential, in any case) is replaced, and the paths replaced."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        hits: list[str] = []
+        for k, v in value.items():
+            where = f"{path}.{k}" if path else str(k)
+            if any(word in str(k).lower() for word in SECRET_WORDS) and v not in (None, "", {}, []):
+                out[k], hits = REDACTED, [*hits, where]
+            else:
+                out[k], more = redact_secrets(v, where)
+                hits += more
+        return out, hits
+    if isinstance(value, list):
+        items = [redact_secrets(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [v for v, _ in items], [h for _, more in items for h in more]
+    return value, []
+
+
+def write_backup(
+    ctx: Ctx, key: str, document: Any, extra: dict[str, str], filename: str, title: str, saved_where: str
+) -> str:
+    """Keep the saved configuration in Secret ``<release>-pulsar-upgrade-backup`` and post it in the thread.
+
+    The Secret holds it whole (``key``: JSON that helm and kubectl read back exactly, plus ``extra``);
+    values and manifests often carry S3 keys and passwords, so the file in Slack has every
+    secret-looking value replaced (and says which), unless BOT_BACKUP_TO_SLACK=full. Returns the
+    Secret's name."""
     name = f"{ctx.release}{BACKUP_SUFFIX}"
-    ctx.kube.upsert_configmap(
+    ctx.kube.upsert_secret(
         ctx.namespace,
         name,
-        {**data, "upgrade-id": ctx.upgrade.id},
+        {key: values_document(document), **extra, "upgrade-id": ctx.upgrade.id},
         {"app.kubernetes.io/managed-by": "milvus-pulsar-upgrade-bot", "release": ctx.release},
     )
-    ctx.set_facts(backup_configmap=name)
-    content = next(iter(data.values()))
-    ctx.upload("backup_file", filename, content, title, f"{saved_where}, in ConfigMap `{name}` and here.")
+    ctx.set_facts(backup_secret=name)
+    shown, hits = (document, []) if ctx.settings.backup_to_slack == "full" else redact_secrets(document)
+    note = f"{saved_where}, in Secret `{name}` (whole) and here"
+    if hits:
+        listed = ", ".join(f"`{h}`" for h in hits[:10]) + (f" and {len(hits) - 10} more" if len(hits) > 10 else "")
+        note += f"; {len(hits)} secret-looking values are redacted in this file ({listed}): the Secret has them"
+    ctx.upload("backup_file", filename, values_document(shown), title, note + ".")
     return name
 
 
