@@ -231,12 +231,18 @@ def delete_cr(ctx: Ctx) -> Done | Ask | Wait:
             )
         _patch_and_delete(ctx)
         cr = get_milvus(ctx.kube, ctx.namespace, ctx.release)
+    elif cr is not None and not dig(cr, "metadata", "deletionTimestamp"):
+        # "delete started" is recorded, yet the resource is not being deleted: the DELETE never
+        # reached the API server (the bot died in between). The approval stands: send it now.
+        _send_delete(ctx, cr)
+        cr = get_milvus(ctx.kube, ctx.namespace, ctx.release)
     if cr is not None:
         return _follow(ctx, cr["metadata"]["resourceVersion"])
     return _after_gone(ctx)
 
 
-def _patch_and_delete(ctx: Ctx) -> None:
+def _patch(ctx: Ctx) -> None:
+    """Merge-patch the dependencies' deletion policies and read them back: nothing is deleted unless it took."""
     patch_milvus(ctx.kube, ctx.namespace, ctx.release, copy.deepcopy(DEPENDENCY_PATCH))
     back = get_milvus(ctx.kube, ctx.namespace, ctx.release)
     if back is None or not _patch_took(back):
@@ -244,9 +250,25 @@ def _patch_and_delete(ctx: Ctx) -> None:
     ctx.say(
         "patched", "🩹 Patched the Milvus resource: etcd and MinIO Retain (PVCs kept), Pulsar Delete with its PVCs."
     )
+
+
+def _patch_and_delete(ctx: Ctx) -> None:
+    _patch(ctx)
     if ctx.upgrade.downtime_started_at is None:
         ctx.record(lambda u: setattr(u, "downtime_started_at", now()))
     ctx.set_facts(cr_delete_started=time.time())
+    _delete(ctx)
+
+
+def _send_delete(ctx: Ctx, cr: JSON) -> None:
+    """Resume a recorded deletion: the policies must still be in place (patched again if not), then DELETE."""
+    if not _patch_took(cr):
+        _patch(ctx)
+    ctx.say("cr_delete_resumed", "🔁 The bot stopped before the Milvus resource's DELETE was sent; sending it now.")
+    _delete(ctx)
+
+
+def _delete(ctx: Ctx) -> None:
     delete_milvus(ctx.kube, ctx.namespace, ctx.release)
     ctx.say("cr_deleting", f"⏹️ Deleted the Milvus resource `{ctx.release}`; the operator is tearing it down…")
 
