@@ -3,6 +3,11 @@
 The root message (``root``) always says where the upgrade stands. Its ``text`` carries
 exactly one of "succeeded", "failed", "aborted" once the upgrade has ended and none of them
 before (step states use: pending, running, waiting, done, error, skipped).
+
+A checkpoint never cuts what it destroys: its body goes into as many section blocks as it needs
+(``chunks``, within Slack's 3,000 characters a section and 50 blocks a message); beyond one
+message the first lines say how many more are in the attached file (``body_fits`` tells the
+engine to attach it), and the confirm dialog gives counts, never a list.
 """
 
 from __future__ import annotations
@@ -65,8 +70,53 @@ def clock(ts: float | None) -> str:
     return time.strftime("%H:%M:%S UTC", time.gmtime(ts)) if ts else "-"
 
 
+MAX_SECTION_TEXT = 3000  # Slack: characters of a section's text
+MAX_MESSAGE_BLOCKS = 50  # Slack: blocks of one message
+# A checkpoint message is a title, its body and one more block (buttons, or who decided).
+MAX_BODY_SECTIONS = MAX_MESSAGE_BLOCKS - 2
+
+
 def _section(text: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:MAX_SECTION_TEXT]}}
+
+
+def chunks(text: str, limit: int = MAX_SECTION_TEXT) -> list[str]:
+    """``text`` in pieces of at most ``limit`` characters, cut at line ends (an overlong line is cut too)."""
+    pieces: list[str] = []
+    current = ""
+    for line in text.split("\n"):
+        while len(line) > limit:
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(line[:limit])
+            line = line[limit:]
+        if current and len(current) + 1 + len(line) > limit:
+            pieces.append(current)
+            current = line
+        else:
+            current = f"{current}\n{line}" if current else line
+    if current or not pieces:
+        pieces.append(current or " ")
+    return pieces
+
+
+def body_fits(body: str) -> bool:
+    """Whether the whole ``body`` fits in one checkpoint message (else its list goes in a file)."""
+    return len(chunks(body)) <= MAX_BODY_SECTIONS
+
+
+def body_sections(body: str) -> list[Block]:
+    """Every line of ``body`` in section blocks; beyond one message, the first lines and how many more
+    are in the attached list (``body_fits`` tells the engine to attach it)."""
+    pieces = chunks(body)
+    if len(pieces) <= MAX_BODY_SECTIONS:
+        return [_section(p) for p in pieces]
+    shown = pieces[: MAX_BODY_SECTIONS - 1]
+    lines_shown = sum(p.count("\n") + 1 for p in shown)
+    more = body.count("\n") + 1 - lines_shown
+    tail = f"… and {more} more lines in the attached list (the file in this thread names every one)."
+    return [*(_section(p) for p in shown), _section(tail)]
 
 
 def _context(text: str) -> Block:
@@ -149,11 +199,12 @@ def _destroys(cp: Checkpoint) -> str:
             "deleted: writes after the flush are lost."
         )
     if cp.kind == "pvc_list" and t.get("operator"):
-        names = ", ".join(p["name"] for p in t.get("pvcs", []))
-        return f"Patches and deletes the Milvus resource; the operator deletes {len(t.get('pvcs', []))} PVCs: {names}"
+        return (
+            f"Patches and deletes the Milvus resource; the operator deletes {_counts(t)}. "
+            "Every name is listed in the message."
+        )
     if cp.kind == "pvc_list":
-        names = ", ".join(p["name"] for p in t.get("pvcs", []))
-        return f"Permanently deletes {len(t.get('pvcs', []))} PVCs and their volumes: {names}"
+        return f"Permanently deletes {_counts(t)}. Every name is listed in the message."
     if cp.kind == "reinstall" and t.get("operator"):
         return f"Creates the Milvus resource `{t.get('release')}` again with Pulsar V3."
     if cp.kind == "reinstall":
@@ -163,6 +214,13 @@ def _destroys(cp: Checkpoint) -> str:
     if cp.kind == "restore":
         return f"Reinstalls `{t.get('release')}` with its original values (Pulsar V2)."
     return "Approve this step."
+
+
+def _counts(t: dict[str, Any]) -> str:
+    pvcs, pvs = t.get("pvcs", []), t.get("pvs", [])
+    retained = sum(1 for v in pvs if v.get("reclaim") != "Delete")
+    keep = f" ({retained} with reclaim policy Retain: their disks stay in the cloud)" if retained else ""
+    return f"{len(pvcs)} PVCs and {len(pvs)} PVs{keep}"
 
 
 def checkpoint_buttons(u: Upgrade, cp: Checkpoint) -> Block:
@@ -183,7 +241,7 @@ def checkpoint_buttons(u: Upgrade, cp: Checkpoint) -> Block:
 def checkpoint(u: Upgrade, cp: Checkpoint, body: str) -> tuple[str, list[Block]]:
     title = _CHECKPOINT_TITLES.get(cp.kind, cp.kind)
     text = f"{title}\n{body}"
-    return text, [_section(f"*{title}*"), _section(body), checkpoint_buttons(u, cp)]
+    return text, [_section(f"*{title}*"), *body_sections(body), checkpoint_buttons(u, cp)]
 
 
 def decided(u: Upgrade, cp: Checkpoint, body: str) -> tuple[str, list[Block]]:
@@ -193,10 +251,12 @@ def decided(u: Upgrade, cp: Checkpoint, body: str) -> tuple[str, list[Block]]:
     )
     who = f" by <@{cp.decided_by}>" if cp.decided_by else ""
     line = f"{verdict}{who} at {clock(cp.decided_at)}"
-    return f"{title}\n{body}\n{line}", [_section(f"*{title}*"), _section(body), _context(line)]
+    return f"{title}\n{body}\n{line}", [_section(f"*{title}*"), *body_sections(body), _context(line)]
 
 
-def error(u: Upgrade, step: str, reason: str, details: str = "") -> tuple[str, list[Block]]:
+def error(
+    u: Upgrade, step: str, reason: str, details: str = "", block_id: str | None = None
+) -> tuple[str, list[Block]]:
     title = STEP_TITLES.get(step, step)
     body = f"⚠️ *{title}* stopped: {reason}"
     blocks = [_section(body)]
@@ -206,7 +266,7 @@ def error(u: Upgrade, step: str, reason: str, details: str = "") -> tuple[str, l
     blocks.append(
         {
             "type": "actions",
-            "block_id": f"err:{step}:{len(u.facts.get('retries', []))}",
+            "block_id": block_id or f"err:{step}:{len(u.facts.get('retries', []))}",
             "elements": [
                 _button("Retry", "upgrade_retry", value, "primary"),
                 _button("Abort", "upgrade_abort", value),
