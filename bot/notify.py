@@ -1,24 +1,74 @@
 """Slack output of the runner: the root message, thread replies, files and ephemeral answers.
 
-A thin layer over slack_sdk's ``WebClient`` pointed at SLACK_API_URL, with retries on rate
-limits (429 + Retry-After) and connection errors. Every text is passed through ``redact``
-before it leaves, so a token in a helm error can never reach a channel.
+A thin layer over slack_sdk's ``WebClient`` pointed at SLACK_API_URL, with bounded retries
+(three in all, whatever the cause): rate limits (429) wait what Retry-After says (up to
+``MAX_RETRY_AFTER``; a longer wait raises ``RetryLater`` at once), 5xx, timeouts and connection
+errors are retried with backoff. What still fails raises, and ``bot.procedure.thread`` shows it
+on a later reconcile. Every text is passed through
+``redact`` before it leaves, so a token in a helm error can never reach a channel.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
+from http.client import RemoteDisconnected
 from typing import Any
+from urllib.error import URLError
 
 import httpx
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.http_retry.handler import HttpRequest, HttpResponse, RetryState
 
 from bot.logs import redact
 
 log = logging.getLogger(__name__)
 Block = dict[str, Any]
+MAX_RETRY_AFTER = 10.0  # seconds the notifier itself waits on a 429; beyond, the reconciler retries
+TIMEOUT = 15  # seconds per Web API call
+
+
+class RetryLater(Exception):
+    """Slack rate-limited the call for longer than the notifier waits: try again after ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"rate limited; retry after {seconds}s")
+        self.seconds = seconds
+
+
+def _retry_after(headers: dict[str, Any]) -> float:
+    for key, value in headers.items():
+        if key.lower() == "retry-after":
+            raw = value[0] if isinstance(value, list) else value
+            try:
+                return float(raw)
+            except (TypeError, ValueError):
+                return 1.0
+    return 1.0
+
+
+class _RateLimitHandler(RateLimitErrorRetryHandler):
+    """Waits what Retry-After says, when that is at most ``MAX_RETRY_AFTER``."""
+
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if not super()._can_retry(state=state, request=request, response=response, error=error):
+            return False
+        return response is not None and _retry_after(dict(response.headers)) <= MAX_RETRY_AFTER
 
 
 def _clean_blocks(blocks: list[Block]) -> list[Block]:
@@ -32,18 +82,54 @@ def _clean_blocks(blocks: list[Block]) -> list[Block]:
     return [walk(b) for b in blocks]
 
 
+@contextlib.contextmanager
+def _rate_limited() -> Iterator[None]:
+    try:
+        yield
+    except SlackApiError as err:
+        if err.response.status_code == 429:
+            raise RetryLater(_retry_after(dict(err.response.headers))) from err
+        raise
+
+
 class Notifier:
     def __init__(self, token: str, base_url: str) -> None:
+        backoff = BackoffRetryIntervalCalculator(backoff_factor=0.5)
         self.client = WebClient(
             token=token,
             base_url=base_url,
+            timeout=TIMEOUT,
             retry_handlers=[
-                ConnectionErrorRetryHandler(max_retry_count=3),
-                RateLimitErrorRetryHandler(max_retry_count=5),
+                ConnectionErrorRetryHandler(
+                    max_retry_count=3,
+                    interval_calculator=backoff,
+                    error_types=[URLError, ConnectionError, RemoteDisconnected, TimeoutError],
+                ),
+                ServerErrorRetryHandler(max_retry_count=3, interval_calculator=backoff),
+                _RateLimitHandler(max_retry_count=3),
             ],
         )
 
     def post(self, channel: str, text: str, blocks: list[Block], thread_ts: str | None = None) -> str:
+        with _rate_limited():
+            return self._post(channel, text, blocks, thread_ts)
+
+    def update(self, channel: str, ts: str, text: str, blocks: list[Block]) -> None:
+        with _rate_limited():
+            self.client.chat_update(channel=channel, ts=ts, text=redact(text)[:3900], blocks=_clean_blocks(blocks))
+
+    def upload(self, channel: str, thread_ts: str, filename: str, content: str, title: str, comment: str) -> None:
+        with _rate_limited():
+            self.client.files_upload_v2(
+                channel=channel,
+                thread_ts=thread_ts,
+                filename=filename,
+                content=content,
+                title=title,
+                initial_comment=redact(comment),
+            )
+
+    def _post(self, channel: str, text: str, blocks: list[Block], thread_ts: str | None) -> str:
         resp = self.client.chat_postMessage(
             channel=channel,
             text=redact(text)[:3900],
@@ -53,19 +139,6 @@ class Notifier:
             unfurl_media=False,
         )
         return str(resp["ts"])
-
-    def update(self, channel: str, ts: str, text: str, blocks: list[Block]) -> None:
-        self.client.chat_update(channel=channel, ts=ts, text=redact(text)[:3900], blocks=_clean_blocks(blocks))
-
-    def upload(self, channel: str, thread_ts: str, filename: str, content: str, title: str, comment: str) -> None:
-        self.client.files_upload_v2(
-            channel=channel,
-            thread_ts=thread_ts,
-            filename=filename,
-            content=content,
-            title=title,
-            initial_comment=redact(comment),
-        )
 
     def respond(self, response_url: str, text: str) -> None:
         """Answer the person who typed the command, ephemerally, through the command's response_url."""

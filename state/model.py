@@ -59,6 +59,25 @@ class Checkpoint:
 
 
 @dataclass
+class Post:
+    """One message the upgrade's thread must show (see ``bot.procedure.thread``).
+
+    kind: ``note`` (say-once text), ``checkpoint`` (``data["checkpoint"]`` is its id), ``error``
+    (``data``: step, reason, details, block_id; ``data["closed"]``: outcome, by), ``file``
+    (``data``: filename, content, title; ``text`` is the comment). ``ts`` is set once Slack has
+    the message (``"file"`` for a file); ``final`` once it shows its final form (a decided
+    checkpoint without buttons, a closed error).
+    """
+
+    key: str
+    kind: str
+    text: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    ts: str | None = None
+    final: bool = False
+
+
+@dataclass
 class Upgrade:
     id: str
     release: str
@@ -75,6 +94,8 @@ class Upgrade:
     facts: dict[str, Any] = field(default_factory=dict)
     saved: dict[str, Any] | None = None
     posted: dict[str, str] = field(default_factory=dict)
+    thread: list[Post] = field(default_factory=list)
+    root_wanted: bool = False
     root_ts: str | None = None
     response_url: str | None = None
     downtime_started_at: float | None = None
@@ -107,6 +128,18 @@ class Upgrade:
         latest = self.latest_checkpoint(kind)
         return latest if latest is not None and latest.decision == APPROVED else None
 
+    def post(self, key: str) -> Post | None:
+        return next((p for p in self.thread if p.key == key), None)
+
+    def want(self, post: Post) -> Post:
+        """Record that the thread must show ``post`` (once per key); returns the recorded one."""
+        found = self.post(post.key)
+        if found is not None:
+            return found
+        self.root_wanted = True
+        self.thread.append(post)
+        return post
+
     def elapsed(self, at: float | None = None) -> float:
         return (self.ended_at or at or now()) - self.started_at
 
@@ -123,5 +156,6 @@ class Upgrade:
         data = json.loads(raw)
         data["steps"] = {k: StepState(**v) for k, v in data.get("steps", {}).items()}
         data["checkpoints"] = [Checkpoint(**c) for c in data.get("checkpoints", [])]
+        data["thread"] = [Post(**p) for p in data.get("thread", [])]
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -29,6 +29,8 @@ from bot.notify import Notifier
 from bot.procedure import detect, flush, helm_path, operator_path, pods, verify, volumes
 from bot.procedure.context import Ctx, Limits
 from bot.procedure.outcome import Ask, Done, NotStartable, Outcome, Refusal, StepError, Temporary, Wait
+from bot.procedure.texts import checkpoint_body
+from bot.procedure.thread import Thread
 from bot.settings import Settings, SettingsError
 from handlers import views
 from state import model
@@ -47,14 +49,19 @@ from state.model import (
     SUPERSEDED,
     WAITING,
     Checkpoint,
+    Post,
     Upgrade,
 )
 from state.runner import Runner
-from state.store import UpgradeStore
+from state.store import LeaseLost, UpgradeStore
 
 log = logging.getLogger(__name__)
 JOB_REF = "bot.procedure.engine:run_job"
 MAX_AUTO_RETRIES = 3
+MAX_ENGINE_ATTEMPTS = 6  # unexpected failures of the engine itself before the upgrade stops with Retry
+ENGINE_RETRY_SECONDS = 5.0  # first backoff after such a failure (then 10, 20, 40, ...)
+OUTPUT_RETRY_SECONDS = 3.0  # when Slack did not take a message, run the upgrade again after this
+RESTORE_WATCHDOG_SECONDS = 10.0  # a durable run queued this far ahead resumes a restore whose process died
 NOT_IN_CHANNEL = ("not_in_channel", "channel_not_found", "is_archived", "restricted_action")
 
 StepFn = Callable[[Ctx], Outcome]
@@ -130,6 +137,10 @@ class Engine:
         self._guard = threading.Lock()
         self._running: set[str] = set()
         self._again: set[str] = set()
+        self._failures: dict[str, int] = {}
+        self._restoring: set[str] = set()
+        self.thread = Thread(store, notifier, visible_steps)
+        kube.request_timeout = settings.kube_request_timeout_seconds
         self._http = kube.http_client()
 
     @classmethod
@@ -187,15 +198,25 @@ class Engine:
         with self._guard:
             if upgrade_id in self._running:
                 self._again.add(upgrade_id)
+                if upgrade_id in self._restoring:  # keep a durable run queued while the restore runs
+                    self.runner.schedule(upgrade_id, delay=RESTORE_WATCHDOG_SECONDS)
                 return
             self._running.add(upgrade_id)
         try:
             while True:
                 try:
                     self._advance(upgrade_id)
-                except Exception:
-                    log.exception("advancing the upgrade failed", extra={"upgrade_id": upgrade_id})
-                    self.runner.schedule(upgrade_id, delay=5)
+                except LeaseLost:
+                    # Another runner holds the lease now and re-queues every unfinished upgrade: stop quietly.
+                    log.warning(
+                        "lost the runner lease; leaving the upgrade to the new runner", extra={"upgrade_id": upgrade_id}
+                    )
+                    return
+                except Exception as err:
+                    self._on_engine_error(upgrade_id, err)
+                else:
+                    self._failures.pop(upgrade_id, None)
+                self._catch_up(upgrade_id)
                 with self._guard:
                     if upgrade_id not in self._again:
                         self._running.discard(upgrade_id)
@@ -204,6 +225,55 @@ class Engine:
         finally:
             with self._guard:
                 self._running.discard(upgrade_id)
+
+    def _on_engine_error(self, upgrade_id: str, err: Exception) -> None:
+        """An exception outside any step: run again with backoff; after a bound, stop with Retry."""
+        attempts = self._failures.get(upgrade_id, 0) + 1
+        self._failures[upgrade_id] = attempts
+        if attempts < MAX_ENGINE_ATTEMPTS:
+            delay = ENGINE_RETRY_SECONDS * 2 ** (attempts - 1)
+            log.error(
+                "advancing the upgrade failed (attempt %d of %d); again in %ss",
+                attempts,
+                MAX_ENGINE_ATTEMPTS,
+                delay,
+                exc_info=err,
+                extra={"upgrade_id": upgrade_id},
+            )
+            self.runner.schedule(upgrade_id, delay=delay)
+            return
+        log.error(
+            "advancing the upgrade failed %d times; stopping it with Retry",
+            attempts,
+            exc_info=err,
+            extra={"upgrade_id": upgrade_id},
+        )
+        self._failures.pop(upgrade_id, None)
+        reason = (
+            f"the bot failed {attempts} times in a row outside any step ({type(err).__name__}); "
+            "the bot's log has the details"
+        )
+        try:
+            upgrade = self.store.get(upgrade_id)
+            if upgrade.ended:
+                self._say(upgrade_id, f"engine_error:{time.time()}", f"⚠️ Stopped: {reason}.")
+            elif upgrade.state != BLOCKED:
+                self._block(upgrade, upgrade.step, StepError(reason))
+        except Exception:
+            log.exception("cannot even record the error", extra={"upgrade_id": upgrade_id})
+
+    def _catch_up(self, upgrade_id: str) -> None:
+        """Show in Slack what the record says; if some of it could not be shown, run again soon."""
+        try:
+            upgrade = self.store.find(upgrade_id)
+            if upgrade is None:
+                return
+            _, complete = self.thread.reconcile(upgrade)
+        except Exception:
+            log.exception("reconciling the thread failed", extra={"upgrade_id": upgrade_id})
+            complete = False
+        if not complete:
+            self.runner.schedule(upgrade_id, delay=max(OUTPUT_RETRY_SECONDS, self.thread.retry_after))
 
     def _advance(self, upgrade_id: str) -> None:
         upgrade = self.store.find(upgrade_id)
@@ -285,7 +355,7 @@ class Engine:
             )
             u.facts.update(outcome.facts)
             if name == "detect":
-                u.state = ACTIVE
+                u.state, u.root_wanted = ACTIVE, True
             if nxt is None or (u.dry_run and name == "preflight"):
                 u.state, u.ended_at = SUCCEEDED, model.now()
                 u.reason = "Nothing was changed (dry run)." if u.dry_run else self._success_reason(u)
@@ -294,12 +364,14 @@ class Engine:
 
         if name == "detect":
             try:
-                self._post_root(upgrade)
+                upgrade = self._post_root(upgrade)
             except SlackApiError as err:
-                if err.response.get("error") not in NOT_IN_CHANNEL:
-                    raise
-                reason = "I cannot post in this channel. Invite me (`/invite @<bot name>`) and try again."
-                return False, self._not_startable(upgrade, reason)
+                if err.response.get("error") in NOT_IN_CHANNEL:
+                    reason = "I cannot post in this channel. Invite me (`/invite @<bot name>`) and try again."
+                    return False, self._not_startable(upgrade, reason)
+                log.warning("cannot post the root message yet", extra={"upgrade_id": upgrade.id})
+            except Exception as err:  # Slack unreachable: the reconciler posts the root later
+                log.warning("cannot post the root message yet: %s", err, extra={"upgrade_id": upgrade.id})
         upgrade, _ = self.store.update(upgrade.id, finish)
         if name == "preflight":
             path = operator_path if upgrade.mode == "operator" else helm_path
@@ -333,13 +405,11 @@ class Engine:
             )
             u.checkpoints.append(cp)
             u.step_state(name).status = WAITING
+            _want_checkpoint(u, cp)
             return cp
 
-        upgrade, cp = self.store.update(upgrade.id, add)
-        if cp.ts is None:
-            text, blocks = views.checkpoint(upgrade, cp, checkpoint_body(cp))
-            ts = self._post_thread(upgrade, text, blocks)
-            upgrade, _ = self.store.update(upgrade.id, lambda u: setattr(u.checkpoint(cp.id), "ts", ts))
+        upgrade, _ = self.store.update(upgrade.id, add)
+        upgrade, _ = self.thread.reconcile(upgrade)
         self._refresh_root(upgrade)
         return upgrade
 
@@ -358,21 +428,19 @@ class Engine:
         return False, self._block(upgrade, name, error)
 
     def _block(self, upgrade: Upgrade, name: str, error: StepError) -> Upgrade:
-        reason = redact(error.reason)
+        reason, details = redact(error.reason), redact(error.details)
 
         def block(u: Upgrade) -> None:
             st = u.step_state(name)
             st.status, st.error, st.attempts = ERROR, reason, 0
             u.state = BLOCKED
+            key = f"err:{name}:{len(u.facts.get('retries', []))}"
+            data = {"step": name, "reason": reason, "details": details, "block_id": key}
+            u.want(Post(key=key, kind="error", data=data))
+            u.facts["open_error"] = {"step": name, "reason": reason, "key": key}
 
         upgrade, _ = self.store.update(upgrade.id, block)
-        key = f"err:{name}:{len(upgrade.facts.get('retries', []))}"
-        text, blocks = views.error(upgrade, name, reason, redact(error.details))
-        ts = self._post_thread(upgrade, text, blocks)
-        upgrade, _ = self.store.update(
-            upgrade.id,
-            lambda u: u.facts.__setitem__("open_error", {"ts": ts, "step": name, "reason": reason, "key": key}),
-        )
+        upgrade, _ = self.thread.reconcile(upgrade)
         self._refresh_root(upgrade)
         return upgrade
 
@@ -384,10 +452,9 @@ class Engine:
             st.status, st.error = ERROR, reason
             u.state, u.ended_at = FAILED, model.now()
             u.reason = f"Preflight refused, nothing was changed: {reason}"
+            u.root_wanted = True
 
         upgrade, _ = self.store.update(upgrade.id, fail)
-        if upgrade.root_ts is None:
-            upgrade = self._post_root(upgrade)
         self._say(upgrade.id, "refused", f"🛑 Not upgrading `{upgrade.release}`: {reason}. Nothing was changed.")
         self._refresh_root(upgrade)
         return upgrade
@@ -402,22 +469,16 @@ class Engine:
 
     # ------------------------------------------------------------------ decisions, abort, restore
     def _sync_decisions(self, upgrade: Upgrade) -> Upgrade:
-        """Show every new decision on its checkpoint message (buttons gone, who and when)."""
-        for cp in upgrade.checkpoints:
-            key = f"decided:{cp.id}"
-            if cp.decision is None or cp.ts is None or key in upgrade.posted:
-                continue
-            text, blocks = views.decided(upgrade, cp, checkpoint_body(cp))
-            self._slack(self.notifier.update, upgrade.channel, cp.ts, text, blocks)
-            upgrade, _ = self.store.update(upgrade.id, _mark_posted(key))
+        """Record that a retried error is closed, then show every decision (buttons gone, who and when)."""
         open_error = upgrade.facts.get("open_error")
         if open_error and upgrade.state != BLOCKED:
-            retry = (upgrade.facts.get("retries") or [{}])[-1]
-            text, blocks = views.error_closed(
-                open_error["step"], open_error["reason"], "Retry requested", retry.get("by")
-            )
-            self._slack(self.notifier.update, upgrade.channel, open_error["ts"], text, blocks)
-            upgrade, _ = self.store.update(upgrade.id, lambda u: u.facts.pop("open_error", None))
+
+            def close(u: Upgrade) -> None:
+                retry = (u.facts.get("retries") or [{}])[-1]
+                _close_error(u, "Retry requested", retry.get("by"))
+
+            upgrade, _ = self.store.update(upgrade.id, close)
+        upgrade, _ = self.thread.reconcile(upgrade)
         return upgrade
 
     def _abort_if_asked(self, upgrade: Upgrade) -> bool:
@@ -430,35 +491,27 @@ class Engine:
         return True
 
     def _abort(self, upgrade: Upgrade, by: str | None) -> None:
-        open_error = upgrade.facts.get("open_error")
-        if open_error:
-            text, blocks = views.error_closed(open_error["step"], open_error["reason"], "Upgrade aborted", by)
-            self._slack(self.notifier.update, upgrade.channel, open_error["ts"], text, blocks)
         restore_target = self._restore_offer(upgrade)
         where = self._abort_state(upgrade, restore_target is not None)
 
-        def end(u: Upgrade) -> Checkpoint | None:
-            u.facts.pop("open_error", None)
+        def end(u: Upgrade) -> None:
+            _close_error(u, "Upgrade aborted", by)
             u.state, u.ended_at = ABORTED, model.now()
             u.reason = f"Aborted by <@{by}>. {where}" if by else f"Aborted. {where}"
             st = u.step_state(u.step)
             if st.status in (RUNNING, WAITING, ERROR):
                 st.status = "skipped"
-            if restore_target is None:
-                return None
-            cp = Checkpoint(
-                id="restore-1", kind="restore", step="restore", created_at=model.now(), target=restore_target
-            )
-            u.checkpoints.append(cp)
-            return cp
+            u.want(Post(key="note:aborted", kind="note", text=f"🛑 {u.reason}"))
+            if restore_target is not None and u.checkpoint("restore-1") is None:
+                cp = Checkpoint(
+                    id="restore-1", kind="restore", step="restore", created_at=model.now(), target=restore_target
+                )
+                u.checkpoints.append(cp)
+                _want_checkpoint(u, cp)
 
-        upgrade, cp = self.store.update(upgrade.id, end)
+        upgrade, _ = self.store.update(upgrade.id, end)
         self._refresh_root(upgrade)
-        self._say(upgrade.id, "aborted", f"🛑 {upgrade.reason}")
-        if cp is not None:
-            text, blocks = views.checkpoint(upgrade, cp, checkpoint_body(cp))
-            ts = self._post_thread(upgrade, text, blocks)
-            self.store.update(upgrade.id, lambda u: setattr(u.checkpoint(cp.id), "ts", ts))
+        self.thread.reconcile(upgrade)
 
     def _restore_offer(self, upgrade: Upgrade) -> dict[str, Any] | None:
         if upgrade.mode == "operator":
@@ -493,41 +546,90 @@ class Engine:
 
     @staticmethod
     def _abort_state(upgrade: Upgrade, restorable: bool) -> str:
-        cm = upgrade.facts.get("backup_configmap")
+        cm = upgrade.facts.get("backup_secret")
         if upgrade.mode == "operator":
             if not upgrade.facts.get("cr_delete_started"):
                 return "The Milvus resource was not touched; nothing was deleted."
             if restorable:
                 return (
-                    f"The Milvus resource is deleted; its manifest is saved in ConfigMap `{cm}` and it can be "
+                    f"The Milvus resource is deleted; its manifest is saved in Secret `{cm}` and it can be "
                     "re-created as it was (Pulsar V2)."
                 )
-            return f"The Milvus resource's manifest is saved in ConfigMap `{cm}`."
+            return f"The Milvus resource's manifest is saved in Secret `{cm}`."
         if not upgrade.facts.get("uninstalled"):
             return "Milvus was not stopped; nothing was deleted."
         if restorable:
             return "Milvus is uninstalled; the Pulsar V2 volumes still exist, so the previous release can be restored."
         return (
-            f"Milvus is uninstalled. Its values are saved in ConfigMap `{cm}`; reinstall them with "
+            f"Milvus is uninstalled. Its values are saved in Secret `{cm}`; reinstall them with "
             "`helm install` (pulsar.enabled false, pulsarv3.enabled true) when ready."
         )
 
     def _after_end(self, upgrade: Upgrade) -> None:
+        """The recorded "restore" step of an aborted upgrade, once its checkpoint is approved.
+
+        Recorded as running before it acts, with a durable job queued to run the upgrade again
+        (a crash mid-restore is resumed by whichever runner is active then); restore itself looks
+        at the world first, so running it again is harmless."""
         cp = upgrade.latest_checkpoint("restore")
         if cp is None or cp.decision != APPROVED or upgrade.facts.get("restore"):
             return
-        ctx = self._ctx(upgrade)
+
+        def start(u: Upgrade) -> None:
+            st = u.step_state("restore")
+            st.status, st.started_at, st.error = RUNNING, st.started_at or model.now(), None
+
+        upgrade, _ = self.store.update(upgrade.id, start)
+        self.runner.schedule(upgrade.id, delay=RESTORE_WATCHDOG_SECONDS)
+        with self._guard:
+            self._restoring.add(upgrade.id)
         try:
-            result = (operator_path if upgrade.mode == "operator" else helm_path).restore(ctx)
+            result = (operator_path if upgrade.mode == "operator" else helm_path).restore(self._ctx(upgrade))
         except Exception as err:
-            error = classify(err)
-            self._say(upgrade.id, f"restore_error:{time.time()}", f"⚠️ Restore did not work: {redact(error.reason)}")
+            self._restore_failed(upgrade, cp, classify(err))
             return
-        upgrade, _ = self.store.update(upgrade.id, lambda u: u.facts.__setitem__("restore", result))
-        upgrade, _ = self.store.update(upgrade.id, lambda u: setattr(u, "reason", u.reason + f" Restored: {result}."))
+        finally:
+            with self._guard:
+                self._restoring.discard(upgrade.id)
+
+        def done(u: Upgrade) -> None:
+            st = u.step_state("restore")
+            st.status, st.ended_at, st.summary = DONE, model.now(), result
+            u.facts["restore"] = result
+            u.reason += f" Restored: {result}."
+
+        upgrade, _ = self.store.update(upgrade.id, done)
         self._say(upgrade.id, "restored", f"↩️ Restored: {result}. The pods are starting.")
         log.info("restored", extra={"upgrade_id": upgrade.id})
         self._refresh_root(upgrade)
+
+    def _restore_failed(self, upgrade: Upgrade, cp: Checkpoint, error: StepError | NotStartable) -> None:
+        """A passing failure is retried with backoff; any other is shown with a new Restore button."""
+        reason = redact(error.reason)
+        attempts = upgrade.step_state("restore").attempts
+        if isinstance(error, Temporary) and attempts < MAX_AUTO_RETRIES:
+            self.store.update(upgrade.id, lambda u: setattr(u.step_state("restore"), "attempts", attempts + 1))
+            log.warning("restore: temporary failure, retrying: %s", reason, extra={"upgrade_id": upgrade.id})
+            self.runner.schedule(upgrade.id, delay=2 ** (attempts + 1))
+            return
+        log.warning("restore did not work: %s", reason, extra={"upgrade_id": upgrade.id})
+
+        def fail(u: Upgrade) -> None:
+            st = u.step_state("restore")
+            st.status, st.error, st.attempts = ERROR, cp.id, 0
+            again = Checkpoint(
+                id=f"restore-{sum(1 for c in u.checkpoints if c.kind == 'restore') + 1}",
+                kind="restore",
+                step="restore",
+                created_at=model.now(),
+                target={**cp.target, "note": f"The last restore did not work: {reason}"},
+            )
+            u.checkpoints.append(again)
+            u.want(Post(key=f"note:restore_error:{cp.id}", kind="note", text=f"⚠️ Restore did not work: {reason}"))
+            _want_checkpoint(u, again)
+
+        upgrade, _ = self.store.update(upgrade.id, fail)
+        self.thread.reconcile(upgrade)
 
     # ------------------------------------------------------------------ Slack
     def _slack(self, call: Callable[..., Any], *args: Any) -> Any:
@@ -535,14 +637,21 @@ class Engine:
             return call(*args)
         except SlackApiError as err:
             log.warning("Slack call failed: %s", err.response.get("error"))
-            return None
+        except Exception as err:  # Slack unreachable; the next refresh tries again
+            log.warning("Slack call failed: %s: %s", type(err).__name__, err)
+        return None
 
     def _post_root(self, upgrade: Upgrade) -> Upgrade:
+        """Post the root now (detect needs to know at once whether the bot may post in the channel)."""
         if upgrade.root_ts is not None:
             return upgrade
         text, blocks = views.root(upgrade, visible_steps(upgrade), time.time())
         ts = self.notifier.post(upgrade.channel, text, blocks)
-        upgrade, _ = self.store.update(upgrade.id, lambda u: setattr(u, "root_ts", ts))
+
+        def record(u: Upgrade) -> None:
+            u.root_ts, u.root_wanted = ts, True
+
+        upgrade, _ = self.store.update(upgrade.id, record)
         return upgrade
 
     def _refresh_root(self, upgrade: Upgrade) -> None:
@@ -551,28 +660,34 @@ class Engine:
         text, blocks = views.root(upgrade, visible_steps(upgrade), time.time())
         self._slack(self.notifier.update, upgrade.channel, upgrade.root_ts, text, blocks)
 
-    def _post_thread(self, upgrade: Upgrade, text: str, blocks: list[dict[str, Any]]) -> str:
-        upgrade = self._post_root(upgrade)
-        return self.notifier.post(upgrade.channel, text, blocks, thread_ts=upgrade.root_ts)
-
     def _say(self, upgrade_id: str, key: str, text: str) -> None:
-        upgrade = self.store.get(upgrade_id)
-        if key in upgrade.posted:
-            return
-        msg, blocks = views.note(text)
-        ts = self._post_thread(upgrade, msg, blocks)
-        self.store.update(upgrade_id, lambda u: u.posted.__setitem__(key, ts))
+        """Record a note the thread must show once for ``key``, then show it (now, or on a later reconcile)."""
+        upgrade, _ = self.store.update(upgrade_id, lambda u: u.want(Post(key=f"note:{key}", kind="note", text=text)))
+        self.thread.reconcile(upgrade)
 
     def _upload(self, upgrade_id: str, key: str, filename: str, content: str, title: str, comment: str) -> None:
-        upgrade = self._post_root(self.store.get(upgrade_id))
-        if key in upgrade.posted:
-            return
-        self.notifier.upload(upgrade.channel, upgrade.root_ts or "", filename, content, title, comment)
-        self.store.update(upgrade_id, lambda u: u.posted.__setitem__(key, "file"))
+        data = {"filename": filename, "content": content, "title": title}
+        upgrade, _ = self.store.update(
+            upgrade_id, lambda u: u.want(Post(key=f"file:{key}", kind="file", text=comment, data=data))
+        )
+        self.thread.reconcile(upgrade)
 
 
-def _mark_posted(key: str) -> Callable[[Upgrade], None]:
-    return lambda u: u.posted.__setitem__(key, "1")
+def _want_checkpoint(u: Upgrade, cp: Checkpoint) -> None:
+    """Record the checkpoint's message; a list too long for one message goes before it as a file."""
+    body = checkpoint_body(cp)
+    if not views.body_fits(body):
+        data = {"filename": f"{cp.id}.txt", "content": body, "title": f"Checkpoint {cp.id}: the full list"}
+        u.want(Post(key=f"file:{cp.id}", kind="file", text=f"The full list of checkpoint `{cp.id}`.", data=data))
+    u.want(Post(key=f"cp:{cp.id}", kind="checkpoint", data={"checkpoint": cp.id}))
+
+
+def _close_error(u: Upgrade, outcome: str, by: str | None) -> None:
+    """Record that the open error message must show ``outcome`` instead of its buttons."""
+    open_error = u.facts.pop("open_error", None)
+    post = u.post(open_error["key"]) if open_error else None
+    if post is not None and "closed" not in post.data:
+        post.data["closed"] = {"outcome": outcome, "by": by}
 
 
 def classify(err: Exception) -> StepError | NotStartable:
@@ -590,61 +705,6 @@ def classify(err: Exception) -> StepError | NotStartable:
         return Temporary(f"Slack API: {err.response.get('error')}")
     log.error("unexpected error in a step", exc_info=err)
     return StepError(f"unexpected error ({type(err).__name__}); the bot's log has the details")
-
-
-def checkpoint_body(cp: Checkpoint) -> str:
-    t = cp.target
-    note = f"*{t['note']}*\n" if t.get("note") else ""
-    if cp.kind == "flush_done" and t.get("operator"):
-        return (
-            f"{note}Flushed every database of `{t['release']}`:\n{flush.flush_text(t.get('flush', {}))}\n"
-            "Approving confirms that *all writers are stopped*, and lets me flush once more and save the Milvus "
-            "resource's manifest; deleting the resource (and Pulsar V2 with it) waits for the next checkpoint."
-        )
-    if cp.kind == "flush_done":
-        return (
-            f"{note}Flushed every database of `{t['release']}`:\n{flush.flush_text(t.get('flush', {}))}\n"
-            "Approving confirms that *all writers are stopped*, and lets me flush once more, save the values "
-            "and *stop Milvus (helm uninstall) and delete Pulsar V2*."
-        )
-    if cp.kind == "pvc_list" and t.get("operator"):
-        return (
-            f"{note}milvus-operator will delete these Pulsar PVCs (labels `app=pulsar,release={t['release']}-pulsar`) "
-            f"in namespace `{t['namespace']}` when the Milvus resource goes; I then delete the PVs left:\n"
-            f"{volumes.volumes_text(t.get('pvcs', []), t.get('pvs', []))}\n"
-            "Approving patches the resource (etcd and MinIO: Retain, PVCs kept; Pulsar: Delete with its PVCs) and "
-            "deletes it. Before that I list the PVCs again; if the list grew, nothing is changed and I ask again."
-        )
-    if cp.kind == "pvc_list":
-        return (
-            f"{note}These PVCs (labels `app=pulsar`) in namespace `{t['namespace']}` and the PVs bound to them "
-            f"will be deleted:\n{volumes.volumes_text(t.get('pvcs', []), t.get('pvs', []))}\n"
-            "Before deleting, I list them again; if the list differs, nothing is deleted and I ask again."
-        )
-    if cp.kind == "reinstall" and t.get("operator"):
-        diff = "\n".join(t.get("diff", [])) or "(no change)"
-        return (
-            f"{note}Create the Milvus resource `{t['release']}` again from the saved manifest (server-set fields "
-            f"removed), with Pulsar V3. Manifest diff:\n```{diff}```"
-        )
-    if cp.kind == "restore" and t.get("operator"):
-        return (
-            f"The Milvus resource `{t['release']}` is deleted. Restore re-creates it from its saved manifest as it was "
-            "(Pulsar V2, a fresh Pulsar; the flushed data is in object storage)."
-        )
-    if cp.kind == "reinstall":
-        diff = "\n".join(t.get("diff", [])) or "(no change)"
-        return (
-            f"{note}Install `{t['release']}` with chart `{t.get('chart')}` *{t.get('version')}* "
-            f"(Milvus {t.get('app_version')}); before: chart {t.get('previous_version')} "
-            f"(Milvus {t.get('previous_app_version')}).\nValues diff:\n```{diff}```"
-        )
-    if cp.kind == "restore":
-        return (
-            f"`{t['release']}` is uninstalled and its {t.get('pvcs')} Pulsar V2 PVCs still exist. "
-            f"Restore installs it again with its saved original values (chart {t.get('chart_version')}, Pulsar V2)."
-        )
-    return note
 
 
 __all__ = ["Engine", "checkpoint_body", "classify", "run_job"]

@@ -14,6 +14,10 @@ Wire behaviour, as Slack's:
   ``missing_scope`` with ``needed``/``provided``. Answers are HTTP 200 JSON, except rate limiting:
   HTTP 429, ``Retry-After`` and ``{"ok": false, "error": "ratelimited"}``. Every answer carries
   ``x-oauth-scopes`` (slack-bolt reads it after auth.test).
+- Fault injection (``rate_limit``, ``fail``, ``fail_http``, ``hang``): the next calls of a method
+  (optionally only those whose ``text`` argument contains ``match``) are answered with a 429 +
+  Retry-After, an ``ok: false`` error, an HTTP 5xx, or only after a delay (a client timeout). A
+  faulted call changes nothing, as when Slack never got it.
 - ``/upload/v1/<secret>`` (from files.getUploadURLExternal) stores the raw POST body and answers
   ``text/plain`` ``OK - <bytes>``, as files.slack.com does.
 - ``/hooks/<commands|actions>/...`` response_urls accept JSON, at most 5 uses within 30 minutes
@@ -27,12 +31,14 @@ All state is guarded by one lock, so tests may read it from their own thread whi
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import secrets
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -73,6 +79,17 @@ def _content_type(request: web.Request) -> str:
     return request.headers.get("Content-Type", "").split(";")[0].strip().lower()
 
 
+@dataclass(frozen=True)
+class Fault:
+    """An injected answer: HTTP ``status`` with ``answer``, after ``delay`` seconds."""
+
+    status: int
+    answer: dict[str, Any]
+    retry_after: int
+    delay: float
+    match: str | None
+
+
 class SlackSim:
     """A Slack workspace with one bot, served over HTTP. Start it, point the bot at ``api_url``."""
 
@@ -96,9 +113,9 @@ class SlackSim:
         self.calls: list[ApiCall] = []
         self.responses: list[ResponseUrlPost] = []
         self._response_urls: dict[str, ResponseUrl] = {}
-        self._rate_limits: dict[str, list[int]] = {}
-        self._failures: dict[str, list[str]] = {}
+        self._faults: dict[str, list[Fault]] = {}
         self.lock = threading.RLock()
+        self._delay = 0.0
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/upload/v1/{secret}", self._handle_upload)
@@ -160,15 +177,41 @@ class SlackSim:
         with self.lock:
             self.ws.channels[channel_id] = Channel(channel_id, name, bot_member, is_private, members)
 
-    def rate_limit(self, method: str, count: int = 1, retry_after: int = 1) -> None:
+    def rate_limit(self, method: str, count: int = 1, retry_after: int = 1, match: str | None = None) -> None:
         """The next ``count`` calls of ``method`` get HTTP 429 with ``Retry-After: retry_after``."""
-        with self.lock:
-            self._rate_limits.setdefault(method, []).extend([retry_after] * count)
+        self._add_faults(method, count, Fault(429, {"ok": False, "error": "ratelimited"}, retry_after, 0.0, match))
 
-    def fail(self, method: str, error: str, count: int = 1) -> None:
+    def fail(self, method: str, error: str, count: int = 1, match: str | None = None) -> None:
         """The next ``count`` calls of ``method`` answer ``{"ok": false, "error": error}``."""
+        self._add_faults(method, count, Fault(200, {"ok": False, "error": error}, 0, 0.0, match))
+
+    def fail_http(self, method: str, status: int = 500, count: int = 1, match: str | None = None) -> None:
+        """The next ``count`` calls of ``method`` get HTTP ``status`` (5xx), as when Slack has an outage."""
+        self._add_faults(method, count, Fault(status, {"ok": False, "error": "internal_error"}, 0, 0.0, match))
+
+    def hang(self, method: str, seconds: float, count: int = 1, match: str | None = None) -> None:
+        """The next ``count`` calls of ``method`` are answered (HTTP 503) only after ``seconds``."""
+        self._add_faults(method, count, Fault(503, {"ok": False, "error": "timeout"}, 0, seconds, match))
+
+    def clear_faults(self) -> None:
         with self.lock:
-            self._failures.setdefault(method, []).extend([error] * count)
+            self._faults.clear()
+
+    def pending_faults(self, method: str) -> int:
+        with self.lock:
+            return len(self._faults.get(method, []))
+
+    def _add_faults(self, method: str, count: int, fault: Fault) -> None:
+        with self.lock:
+            self._faults.setdefault(method, []).extend([fault] * count)
+
+    def _take_fault(self, method: str, args: dict[str, Any]) -> Fault | None:
+        faults = self._faults.get(method, [])
+        text = str(args.get("text") or "")
+        for i, fault in enumerate(faults):
+            if fault.match is None or fault.match in text:
+                return faults.pop(i)
+        return None
 
     def new_trigger_id(self, user: str) -> str:
         """A trigger_id views.open accepts once, within ``trigger_ttl`` seconds."""
@@ -345,17 +388,19 @@ class SlackSim:
         return args, token or None
 
     def _gate(self, method: str, args: dict[str, Any], token: str | None) -> tuple[int, dict[str, Any], int]:
-        """Checks before the method runs: (status, answer, retry_after) or status 0 to proceed."""
+        """Checks before the method runs: (status, answer, retry_after) or status 0 to proceed.
+
+        An injected delay (``hang``) is left in ``self._delay`` for the request handler to wait."""
         if method not in METHODS:
             return 200, {"ok": False, "error": "unknown_method", "req_method": method}, 0
         if token is None:
             return 200, {"ok": False, "error": "not_authed"}, 0
         if token != self.bot_token:
             return 200, {"ok": False, "error": "invalid_auth"}, 0
-        if self._rate_limits.get(method):
-            return 429, {"ok": False, "error": "ratelimited"}, self._rate_limits[method].pop(0)
-        if self._failures.get(method):
-            return 200, {"ok": False, "error": self._failures[method].pop(0)}, 0
+        fault = self._take_fault(method, args)
+        if fault is not None:
+            self._delay = fault.delay
+            return fault.status, dict(fault.answer), fault.retry_after
         needed = self.api.needed_scope(method, args)
         if needed is not None and needed not in self.scopes:
             answer = {
@@ -388,7 +433,11 @@ class SlackSim:
             status, answer, retry_after = 200, {"ok": False, "error": err.error}, 0
         else:
             with self.lock:
+                self._delay = 0.0
                 status, answer, retry_after = self._run(method, args, token)
+                delay = self._delay
+            if delay:
+                await asyncio.sleep(delay)
         with self.lock:
             self.calls.append(
                 ApiCall(method, args, token, time.monotonic(), request.method, status, answer.get("error"))

@@ -1,0 +1,169 @@
+"""The upgrade's Slack thread as its record says it must be: output reconciled, never fired once.
+
+The record (``Upgrade.root_wanted``, ``Upgrade.thread``) lists every message the thread must
+show: the root, say-once notes, checkpoints, step errors and files, in order. ``reconcile``
+brings Slack to that state and can run any number of times:
+
+- a message the record wants but has no ``ts`` for is posted, then its ``ts`` recorded (so it
+  is never posted twice, except after a crash between those two writes);
+- a decided checkpoint or a closed error still showing its buttons is updated to its final form;
+- an ended upgrade's root shows its final text (the record keeps a digest of what it shows).
+
+Messages are posted in record order: when one cannot be posted (Slack down, rate limited beyond
+the notifier's retries), the later ones wait, and ``reconcile`` answers "not complete" so that
+the engine runs the upgrade again soon. The engine calls it on every advance, so a restarted
+bot catches up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bot.notify import Notifier, RetryLater
+from bot.procedure.texts import checkpoint_body
+from handlers import views
+from state.model import Post, Upgrade
+from state.store import UpgradeStore
+
+log = logging.getLogger(__name__)
+Blocks = list[dict[str, Any]]
+
+
+class Thread:
+    def __init__(self, store: UpgradeStore, notifier: Notifier, steps: Callable[[Upgrade], list[str]]) -> None:
+        self.store = store
+        self.notifier = notifier
+        self.steps = steps
+        self.retry_after = 0.0  # the longest Retry-After Slack asked for in the last reconcile
+
+    def reconcile(self, upgrade: Upgrade) -> tuple[Upgrade, bool]:
+        """Bring Slack to what ``upgrade`` (re-read from Redis) says; (latest record, all shown)."""
+        self.retry_after = 0.0
+        latest = self.store.find(upgrade.id)
+        if latest is None:
+            return upgrade, True
+        upgrade = latest
+        if not upgrade.root_wanted and upgrade.root_ts is None:
+            return upgrade, True
+        if upgrade.root_ts is None:
+            text, blocks = views.root(upgrade, self.steps(upgrade), time.time())
+            ts = self._call(upgrade, "the root message", self.notifier.post, upgrade.channel, text, blocks)
+            if ts is None:
+                return upgrade, False
+            upgrade, _ = self.store.update(upgrade.id, lambda u: setattr(u, "root_ts", ts))
+        upgrade, complete = self._replies(upgrade)
+        if complete and upgrade.ended:
+            upgrade, complete = self._final_root(upgrade)
+        return upgrade, complete
+
+    def _replies(self, upgrade: Upgrade) -> tuple[Upgrade, bool]:
+        complete = True
+        for post in list(upgrade.thread):
+            if post.ts is None:
+                ts, final = self._send(upgrade, post)
+                if ts is None:
+                    return upgrade, False  # keep the order: later messages wait for this one
+                upgrade, _ = self.store.update(upgrade.id, _posted(post.key, ts, final))
+            elif not post.final and self._is_final(upgrade, post):
+                if self._finalize(upgrade, post):
+                    upgrade, _ = self.store.update(upgrade.id, _posted(post.key, post.ts, True))
+                else:
+                    complete = False
+        return upgrade, complete
+
+    def _final_root(self, upgrade: Upgrade) -> tuple[Upgrade, bool]:
+        text, blocks = views.root(upgrade, self.steps(upgrade), time.time())
+        shown = hashlib.sha256(json.dumps([text, blocks], sort_keys=True).encode()).hexdigest()[:16]
+        if upgrade.posted.get("root") == shown:
+            return upgrade, True
+        if not self._call(upgrade, "the root", self.notifier.update, upgrade.channel, upgrade.root_ts, text, blocks):
+            return upgrade, False
+        upgrade, _ = self.store.update(upgrade.id, lambda u: u.posted.__setitem__("root", shown))
+        return upgrade, True
+
+    # ------------------------------------------------------------------ one message
+    def _is_final(self, upgrade: Upgrade, post: Post) -> bool:
+        if post.kind == "checkpoint":
+            cp = upgrade.checkpoint(post.data["checkpoint"])
+            return cp is not None and cp.decision is not None
+        if post.kind == "error":
+            return "closed" in post.data
+        return True
+
+    def _render(self, upgrade: Upgrade, post: Post) -> tuple[str, Blocks, bool]:
+        """(text, blocks, final) of ``post`` as it must look now."""
+        if post.kind == "checkpoint":
+            cp = upgrade.checkpoint(post.data["checkpoint"])
+            assert cp is not None, post.key
+            if cp.decision is not None:
+                return (*views.decided(upgrade, cp, checkpoint_body(cp)), True)
+            return (*views.checkpoint(upgrade, cp, checkpoint_body(cp)), False)
+        if post.kind == "error":
+            d = post.data
+            if "closed" in d:
+                closed = d["closed"]
+                return (*views.error_closed(d["step"], d["reason"], closed["outcome"], closed.get("by")), True)
+            return (*views.error(upgrade, d["step"], d["reason"], d.get("details", ""), d.get("block_id")), False)
+        return (*views.note(post.text), True)
+
+    def _send(self, upgrade: Upgrade, post: Post) -> tuple[str | None, bool]:
+        if post.kind == "file":
+            d = post.data
+            done = self._call(
+                upgrade,
+                post.key,
+                self.notifier.upload,
+                upgrade.channel,
+                upgrade.root_ts or "",
+                d["filename"],
+                d["content"],
+                d["title"],
+                post.text,
+            )
+            return ("file" if done else None), True
+        text, blocks, final = self._render(upgrade, post)
+        ts = self._call(upgrade, post.key, self.notifier.post, upgrade.channel, text, blocks, upgrade.root_ts)
+        return (str(ts) if ts else None), final
+
+    def _finalize(self, upgrade: Upgrade, post: Post) -> bool:
+        text, blocks, _ = self._render(upgrade, post)
+        return bool(self._call(upgrade, post.key, self.notifier.update, upgrade.channel, post.ts, text, blocks))
+
+    def _call(self, upgrade: Upgrade, what: str, call: Callable[..., Any], *args: Any) -> Any:
+        """The call's answer (``True`` for None answers), or None when Slack did not take it."""
+        try:
+            answer = call(*args)
+        except RetryLater as err:
+            self.retry_after = max(self.retry_after, err.seconds)
+            log.warning("Slack asks to wait %ss before %s", err.seconds, what, extra={"upgrade_id": upgrade.id})
+            return None
+        except Exception as err:  # Slack down, rate limited, refused: retried on the next reconcile
+            log.warning("cannot show %s in Slack yet: %s", what, _describe(err), extra={"upgrade_id": upgrade.id})
+            return None
+        return True if answer is None else answer
+
+
+def _posted(key: str, ts: str | None, final: bool) -> Callable[[Upgrade], None]:
+    def change(u: Upgrade) -> None:
+        post = u.post(key)
+        if post is None:
+            return
+        post.ts, post.final = ts, post.final or final
+        if post.kind == "checkpoint":
+            cp = u.checkpoint(post.data["checkpoint"])
+            if cp is not None:
+                cp.ts = ts
+
+    return change
+
+
+def _describe(err: Exception) -> str:
+    response = getattr(err, "response", None)
+    if response is not None and hasattr(response, "get"):
+        return f"{type(err).__name__}: {response.get('error')}"
+    return f"{type(err).__name__}: {err}"
