@@ -125,3 +125,15 @@ def has_button(msg: Message, action_id: str) -> bool:
     return any(
         e.get("action_id") == action_id for b in msg.blocks if b.get("type") == "actions" for e in b.get("elements", [])
     )
+
+
+def cluster_writes(world: World) -> list[Any]:
+    """The Kubernetes writes in ``world``'s request log, less the two POSTs that only read
+    (SelfSubjectAccessReview, and Milvus's RESTful database list through the service proxy)."""
+    return [
+        r
+        for r in world.kube.requests
+        if r.method in ("POST", "PUT", "PATCH", "DELETE")
+        and "selfsubjectaccessreviews" not in r.path
+        and "/proxy/v2/vectordb/databases/list" not in r.path
+    ]

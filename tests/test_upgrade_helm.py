@@ -24,7 +24,7 @@ from sandbox.kube.server import KubeApiServer
 from sandbox.slack import SlackClient
 from sandbox.world import CHANNEL, MINIO_SECRET_KEY, OPERATOR, World
 from tests.conftest import BOTH_HELMS, person
-from tests.scenario import OUTCOMES, Person, has_button
+from tests.scenario import OUTCOMES, Person, cluster_writes, has_button
 
 
 def _first(records: list, predicate) -> float:
@@ -171,14 +171,7 @@ def test_dry_run_changes_nothing(world: World, slack: SlackClient) -> None:
     alice = Person(world, slack)
     alice.type("start my-release --dry-run")
     assert alice.outcome() == "succeeded"
-    writes = [
-        r
-        for r in world.kube.requests
-        if r.method in ("POST", "PUT", "PATCH", "DELETE")
-        and "selfsubjectaccessreviews" not in r.path
-        and "/proxy/v2/vectordb/databases/list" not in r.path
-    ]
-    assert writes == []
+    assert cluster_writes(world) == []
     plan = alice.thread()[1].text
     assert "Plan for `my-release`" in plan
     assert f"Runs with helm {world.helm_version}" in plan

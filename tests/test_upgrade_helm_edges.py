@@ -27,7 +27,7 @@ from sandbox.slack.blocks import render_blocks
 from sandbox.world import PULSAR_V2, SMALL, STRANGER, World
 from state.store import UpgradeStore
 from tests.conftest import BOTH_HELMS, person
-from tests.scenario import Person, has_button
+from tests.scenario import Person, cluster_writes, has_button
 
 
 def _release(world: World, name: str = "my-release", ns: str = "default"):
@@ -282,14 +282,7 @@ def test_reinstall_that_does_not_render_is_refused_before_any_change(world: Worl
     refusal = alice.thread()[1].text
     assert "the reinstall does not render with chart zilliztech/milvus 4.2.40" in refusal
     assert "can't evaluate field zookeeper" in refusal
-    writes = [
-        r
-        for r in world.kube.requests
-        if r.method in ("POST", "DELETE", "PUT", "PATCH")
-        and "/selfsubject" not in r.path
-        and "/proxy/v2/vectordb/databases/list" not in r.path  # a read, POST by the RESTful API's design
-    ]
-    assert writes == []
+    assert cluster_writes(world) == []
     assert _release(world, "stale-release").status == "deployed"
 
 

@@ -10,17 +10,7 @@ from __future__ import annotations
 from bot.cluster.helm import find_release
 from sandbox.slack import SlackClient
 from sandbox.world import PULSAR_V2, World
-from tests.scenario import Person
-
-
-def _writes(world: World) -> list:
-    return [
-        r
-        for r in world.kube.requests
-        if r.method in ("POST", "PUT", "PATCH", "DELETE")
-        and "selfsubjectaccessreviews" not in r.path
-        and "/proxy/v2/vectordb/databases/list" not in r.path  # a read, POST by the RESTful API's design
-    ]
+from tests.scenario import Person, cluster_writes
 
 
 def test_pvc_in_the_manifest_without_keep_is_refused(world: World, slack: SlackClient) -> None:
@@ -37,6 +27,6 @@ def test_pvc_in_the_manifest_without_keep_is_refused(world: World, slack: SlackC
     assert alice.outcome() == "failed"
     refusal = alice.thread()[1].text
     assert "`helm uninstall` would delete PVC `nokeep-minio` with the release" in refusal
-    assert _writes(world) == []
+    assert cluster_writes(world) == []
     release = find_release(world.store.list("secrets", "default", label_selector="owner=helm,name=nokeep"), "nokeep")
     assert release is not None and release.status == "deployed"
