@@ -290,20 +290,6 @@ class Kube:
         fn = self.core.delete_persistent_volume
         return _unless_missing("delete persistentvolume", fn, name, **extra) is not None
 
-    def upsert_configmap(self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str]) -> None:
-        body = {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": name, "labels": labels},
-            "data": data,
-        }
-        try:
-            _call("create configmap", self.core.create_namespaced_config_map, namespace, body)
-        except KubeError as err:
-            if err.status != 409:
-                raise
-            _call("replace configmap", self.core.replace_namespaced_config_map, name, namespace, body)
-
     def upsert_secret(self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str]) -> None:
         """Create or replace an Opaque Secret holding ``data`` (text values, sent as stringData)."""
         body = {
