@@ -1,22 +1,44 @@
 """Wiring of the running bot: settings -> Redis store, runner, engine, Bolt app, HTTP server.
 
 ``serve()`` is what ``milvus-pulsar-upgrade-bot serve`` runs. In HTTP mode it listens on
-0.0.0.0:$PORT with ``POST /slack/events`` (slash commands and interactivity, verified by
-Bolt's signature and timestamp check before anything else), ``GET /healthz`` (200 once
-serving) and ``GET /readyz`` (200 when Redis answers). With SLACK_APP_TOKEN set it uses
-Socket Mode instead and still serves the health endpoints.
+0.0.0.0:$PORT with ``POST /slack/events`` (slash commands and interactivity), ``GET /healthz``
+(200 once serving) and ``GET /readyz`` (200 when Redis answers). With SLACK_APP_TOKEN set it
+uses Socket Mode instead and still serves the health endpoints.
+
+A request to ``/slack/events`` is judged in this order, each step before any work on what
+follows: over 1 MiB (by Content-Length, or while reading) is 413; a bad signature or timestamp
+is 401 (checked on the raw bytes, before the body is parsed: Bolt parses it as it builds its
+request, which an unsigned body must never reach); a signed body that is not UTF-8, not a
+form or JSON object, or that Bolt cannot make a request of is 400. Only then does Bolt see it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import signal
+import time
+from typing import Any
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.request.internals import parse_body
+from slack_bolt.request.payload_utils import (
+    is_block_actions,
+    to_action,
+    to_command,
+    to_event,
+    to_message,
+    to_options,
+    to_shortcut,
+    to_step,
+    to_view,
+)
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -31,6 +53,8 @@ from state.store import UpgradeStore
 
 log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
+_MAX_AGE = 60 * 5  # seconds, as Bolt and Slack's own SDKs allow
+MAX_BODY_BYTES = 1024 * 1024  # Slack's own payloads are far smaller; anything bigger is refused unread
 
 
 def build_bolt_app(settings: Settings, deps: slack_handlers.Deps) -> AsyncApp:
@@ -52,12 +76,92 @@ def build_bolt_app(settings: Settings, deps: slack_handlers.Deps) -> AsyncApp:
     return app
 
 
-def build_web_app(bolt: AsyncApp | None, store: UpgradeStore) -> web.Application:
-    web_app = web.Application()
+def _refusal(status: int, error: str) -> web.Response:
+    return web.json_response({"error": error}, status=status)
+
+
+_CALLBACK_TYPES = ("interactive_message", "dialog_submission", "dialog_cancellation", "workflow_step_edit")
+_OBJECT_FIELDS = ("user", "channel", "container", "team", "message")
+_TEXT_FIELDS = ("response_url", "trigger_id", "user_id", "channel_id", "text", "command")
+
+
+def _well_formed(body: dict[str, Any]) -> bool:
+    """Whether Bolt's payload helpers and matchers can read ``body`` without tripping on a type.
+
+    Bolt assumes Slack's shapes (``actions[0]["action_id"]``, ``view["callback_id"]``...); a
+    signed body of another shape would make it raise inside its dispatch (a 500 and a
+    traceback in the log), so it is refused here instead.
+    """
+    for convert in (to_options, to_shortcut, to_action, to_view, to_command, to_event, to_message, to_step):
+        convert(body)  # raises on a wrong shape; the caller turns that into a 400
+    if not isinstance(body.get("type", ""), str):
+        return False
+    if is_block_actions(body):
+        action = to_action(body)
+        if not isinstance(action, dict) or not isinstance(action.get("action_id"), str):
+            return False
+        if not isinstance(action.get("block_id", ""), str):
+            return False
+    if body.get("type") in _CALLBACK_TYPES and not isinstance(body.get("callback_id"), str):
+        return False
+    if any(not isinstance(body.get(key, ""), str) for key in _TEXT_FIELDS):
+        return False
+    url = body.get("response_url")
+    if url is not None and not url.startswith(("https://", "http://")):
+        return False
+    if "view" in body and not isinstance(body["view"], dict):
+        return False
+    if "event" in body and not isinstance(body["event"], dict):
+        return False
+    if "actions" in body and not isinstance(body["actions"], list):
+        return False
+    return all(body.get(key) is None or isinstance(body[key], dict) for key in _OBJECT_FIELDS)
+
+
+def _bolt_request(raw: bytes, request: web.Request) -> AsyncBoltRequest | None:
+    """Bolt's request for a signed body, or None when the body is not one Slack would send."""
+    try:
+        text = raw.decode("utf-8")
+        body = parse_body(text, request.content_type)
+        if not isinstance(body, dict) or not _well_formed(body):
+            return None
+        return AsyncBoltRequest(body=text, query=request.query_string, headers=request.headers)  # type: ignore[arg-type]
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError):
+        return None
+
+
+def build_web_app(bolt: AsyncApp | None, store: UpgradeStore, signing_secret: str = "") -> web.Application:
+    # aiohttp refuses (413) a body that grows past client_max_size while it is read.
+    web_app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
+    secret = signing_secret.encode()
+
+    def signed(raw: bytes, request: web.Request) -> bool:
+        """Slack's v0 signature of the raw bytes, with a timestamp within five minutes."""
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if not (timestamp.isascii() and timestamp.isdigit()) or abs(time.time() - int(timestamp)) > _MAX_AGE:
+            return False
+        expected = "v0=" + hmac.new(secret, b"v0:" + timestamp.encode() + b":" + raw, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
 
     async def events(request: web.Request) -> web.StreamResponse:
         assert bolt is not None
-        return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return _refusal(413, "request too large")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _refusal(413, "request too large")
+        if not signed(raw, request):
+            return _refusal(401, "invalid request")
+        bolt_request = _bolt_request(raw, request)
+        if bolt_request is None:
+            return _refusal(400, "not a Slack request")
+        try:
+            return await to_aiohttp_response(await bolt.async_dispatch(bolt_request))
+        except Exception:
+            log.exception("could not handle a Slack request")
+            return _refusal(500, "internal error")
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -81,7 +185,7 @@ async def _run(settings: Settings, engine: Engine) -> None:
         second_approver=settings.require_second_approver,
     )
     bolt = build_bolt_app(settings, deps)
-    web_app = build_web_app(None if settings.socket_mode else bolt, engine.store)
+    web_app = build_web_app(None if settings.socket_mode else bolt, engine.store, settings.slack_signing_secret or "")
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "0.0.0.0", settings.port).start()
