@@ -27,6 +27,18 @@ class UsageError(ValueError):
     """The command text is wrong; the message says how, in one or two lines."""
 
 
+_ECHO_MAX = 40
+
+
+def _echo(value: str) -> str:
+    """``value`` as it may be shown back in a message: one line, at most 40 characters, no
+    backticks, and Slack's control characters escaped (so ``<!channel>`` is text, not a mention)."""
+    flat = "".join(c if c.isprintable() else " " for c in value).replace("`", "'")
+    if len(flat) > _ECHO_MAX:
+        flat = flat[: _ECHO_MAX - 1] + "…"
+    return flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 @dataclass(frozen=True)
 class StartCommand:
     release: str
@@ -46,7 +58,7 @@ Command = StartCommand | HelpCommand
 def _check_name(kind: str, value: str, max_len: int) -> str:
     if len(value) > max_len or not _DNS_LABEL.match(value):
         raise UsageError(
-            f"`{value}` is not a valid {kind}: use at most {max_len} lowercase letters, digits and '-', "
+            f"`{_echo(value)}` is not a valid {kind}: use at most {max_len} lowercase letters, digits and '-', "
             "starting and ending with a letter or digit."
         )
     return value
@@ -54,7 +66,7 @@ def _check_name(kind: str, value: str, max_len: int) -> str:
 
 def _take_value(args: list[str], i: int, flag: str) -> str:
     if i + 1 >= len(args) or args[i + 1].startswith("--"):
-        raise UsageError(f"`{flag}` needs a value, e.g. `{flag} {'milvus' if flag == '--namespace' else 'helm'}`.")
+        raise UsageError(f"`{flag}` needs a value, e.g. `{flag} {'helm' if flag == '--mode' else 'milvus'}`.")
     return args[i + 1]
 
 
@@ -70,7 +82,7 @@ def _parse_start(args: list[str]) -> StartCommand:
             i += 1 if eq else 2
             if flag == "--mode":
                 if value not in MODES:
-                    raise UsageError(f"`--mode` must be `helm` or `operator`, not `{value}`.")
+                    raise UsageError(f"`--mode` must be `helm` or `operator`, not `{_echo(value)}`.")
                 mode = value
             else:
                 namespace = _check_name("namespace", value, 63)
@@ -78,9 +90,11 @@ def _parse_start(args: list[str]) -> StartCommand:
         if arg == "--dry-run":
             dry_run = True
         elif arg.startswith("-"):
-            raise UsageError(f"Unknown option `{arg}`. Options: `--namespace NS`, `--mode helm|operator`, `--dry-run`.")
+            raise UsageError(
+                f"Unknown option `{_echo(arg)}`. Options: `--namespace NS`, `--mode helm|operator`, `--dry-run`."
+            )
         elif release is not None:
-            raise UsageError(f"One release at a time: got `{release}` and `{arg}`.")
+            raise UsageError(f"One release at a time: got `{release}` and `{_echo(arg)}`.")
         else:
             release = _check_name("release name", arg, 53)
         i += 1
@@ -100,4 +114,4 @@ def parse(text: str) -> Command:
     verb, rest = args[0], args[1:]
     if verb == "start":
         return _parse_start(rest)
-    raise UsageError(f"Unknown command `{verb}`. Try `{COMMAND} help`.")
+    raise UsageError(f"Unknown command `{_echo(verb)}`. Try `{COMMAND} help`.")

@@ -53,12 +53,40 @@ def _guarded(
             await fn(respond=respond, **kwargs)
         except Exception:
             log.exception("listener %s failed", fn.__name__)
-            try:
-                await respond(text=SORRY, response_type="ephemeral", replace_original=False)
-            except Exception:
-                log.exception("could not tell the user")
+            await _tell(respond, SORRY)
 
     return wrapper
+
+
+async def _tell(respond: AsyncRespond | None, text: str) -> None:
+    """Answer the person alone through the interaction's response_url, if it has a usable one."""
+    if respond is None:  # no response_url in the request: nobody to answer
+        log.warning("cannot answer: the request has no response_url")
+        return
+    try:
+        await respond(text=text, response_type="ephemeral", replace_original=False)
+    except Exception as err:  # a dead or foreign response_url: the person cannot be told
+        log.warning("could not answer the person: %s", type(err).__name__)
+
+
+def _user_of(body: dict[str, Any]) -> str:
+    user = body.get("user")
+    user_id = user.get("id") if isinstance(user, dict) else None
+    return user_id if isinstance(user_id, str) else ""
+
+
+def _button_value(action: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(upgrade id, value) of one of the bot's buttons, or None when the value is not one of ours."""
+    raw = action.get("value")
+    if not isinstance(raw, str) or len(raw) > 2000:  # the bot's values are tiny JSON objects
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("u"), str) or not value["u"]:
+        return None
+    return value["u"], value
 
 
 def register(app: AsyncApp, deps: Deps) -> None:
@@ -69,10 +97,13 @@ def register(app: AsyncApp, deps: Deps) -> None:
 
 def _command_listener(deps: Deps) -> Callable[..., Awaitable[None]]:
     async def start(respond: AsyncRespond, command: dict[str, Any], client: AsyncWebClient, cmd: StartCommand) -> None:
-        user, channel = command["user_id"], command["channel_id"]
+        user, channel = str(command.get("user_id") or ""), str(command.get("channel_id") or "")
         decision = await deps.authorizer.check(client, user)
         if not decision.allowed:
-            await respond(text=f"Not started: {decision.reason}", response_type="ephemeral")
+            await _tell(respond, f"Not started: {decision.reason}")
+            return
+        if not channel:
+            await _tell(respond, "Not started: Slack did not say which channel this is in.")
             return
         upgrade = Upgrade(
             id=Upgrade.new_id(),
@@ -87,7 +118,7 @@ def _command_listener(deps: Deps) -> Callable[..., Awaitable[None]]:
         holder = await asyncio.to_thread(deps.store.create, upgrade)
         if holder is not None:
             text = await asyncio.to_thread(_already_running, deps.store, holder, cmd)
-            await respond(text=text, response_type="ephemeral")
+            await _tell(respond, text)
             return
         await asyncio.to_thread(deps.store.audit, upgrade.id, "requested", user=user, text=command.get("text"))
         log.info("upgrade requested", extra={"upgrade_id": upgrade.id, "release": cmd.release, "user": user})
@@ -96,7 +127,7 @@ def _command_listener(deps: Deps) -> Callable[..., Awaitable[None]]:
     @_guarded
     async def on_command(respond: AsyncRespond, ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient) -> None:
         try:
-            cmd = parse(command.get("text", ""))
+            cmd = parse(str(command.get("text") or ""))
         except UsageError as err:
             await ack(text=str(err))
             return
@@ -118,24 +149,23 @@ def _button_listener(deps: Deps) -> Callable[..., Awaitable[None]]:
         client: AsyncWebClient,
     ) -> None:
         await ack()
-        user = body.get("user", {}).get("id", "")
+        user = _user_of(body)
         decision = await deps.authorizer.check(client, user)
         if not decision.allowed:
-            await respond(text=f"Nothing changed: {decision.reason}", response_type="ephemeral", replace_original=False)
+            await _tell(respond, f"Nothing changed: {decision.reason}")
             return
-        try:
-            value = json.loads(action.get("value") or "{}")
-            upgrade_id = str(value["u"])
-        except (ValueError, KeyError, TypeError):
-            await respond(text="That button is not one of mine.", response_type="ephemeral", replace_original=False)
+        found = _button_value(action)
+        if found is None:
+            await _tell(respond, "That button is not one of mine.")
             return
+        upgrade_id, value = found
         change = _change_for(action.get("action_id", ""), value, user, deps.second_approver)
         try:
             _, problem = await asyncio.to_thread(deps.store.update, upgrade_id, change)
         except NotFound:
             problem = "I have no record of that upgrade."
         if problem:
-            await respond(text=f"Nothing changed: {problem}", response_type="ephemeral", replace_original=False)
+            await _tell(respond, f"Nothing changed: {problem}")
             return
         await asyncio.to_thread(deps.store.audit, upgrade_id, action.get("action_id", ""), user=user, value=value)
         await asyncio.to_thread(deps.runner.schedule, upgrade_id)
