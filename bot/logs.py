@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -24,6 +25,8 @@ _TOKEN_PATTERNS = [
     re.compile(r"(?i)((?:token|password|secret)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"),
     re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+(@)"),
 ]
+# A field whose name says it holds a secret has its text value replaced whole.
+_SECRET_FIELD = re.compile(r"(?i)token|password|secret|authorization")
 _secrets: list[str] = []
 
 
@@ -63,8 +66,31 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def redact_value(value: Any, key: str = "") -> Any:
+    """``value`` with ``redact`` applied to every text inside it, keeping its structure.
+
+    Numbers, booleans and None stay as they are (a numeric fencing token is not a secret);
+    the text value of a field named like a secret (``*token*``, ``*password*``...) is replaced
+    whole; anything else becomes its ``str()``, redacted. The result always serializes to JSON.
+    """
+    if value is None or isinstance(value, bool | int) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    if isinstance(value, dict):
+        return {redact(str(k)): redact_value(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact_value(v, key) for v in value]
+    text = value if isinstance(value, str) else str(value)
+    if key and text and _SECRET_FIELD.search(key):
+        return "[REDACTED]"
+    return redact(text)
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and any ``extra`` fields."""
+    """One JSON object per line: time, level, logger, message and any ``extra`` fields.
+
+    Redaction is applied to the values before they are serialized, never to the serialized
+    line, so that a line is always valid JSON.
+    """
 
     _skip = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -80,7 +106,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_text:
             entry["exception"] = record.exc_text
-        return redact(json.dumps(entry, default=str))
+        return json.dumps({key: redact_value(value, key) for key, value in entry.items()}, allow_nan=False)
 
 
 class TextFormatter(logging.Formatter):
