@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import redis
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -28,6 +29,10 @@ from state.store import NotFound, UpgradeStore
 
 log = logging.getLogger(__name__)
 SORRY = "Something went wrong on my side; nothing was changed. The bot's logs have the details."
+STATE_DOWN = (
+    "The state store (Redis) is unavailable, so nothing was started or changed. "
+    "Running upgrades carry on once it is back; try again in a minute."
+)
 
 
 class Scheduler(Protocol):
@@ -45,12 +50,16 @@ class Deps:
 def _guarded(
     fn: Callable[..., Awaitable[None]],
 ) -> Callable[..., Awaitable[None]]:
-    """Run a listener body; any exception becomes a log line and a one-sentence ephemeral answer."""
+    """Run a listener body; any exception becomes a log line and a one-sentence ephemeral answer
+    (Redis being unreachable gets its own: nothing was started, running upgrades carry on)."""
 
     @functools.wraps(fn)  # Bolt injects arguments by the names of the wrapped function
     async def wrapper(respond: AsyncRespond, **kwargs: Any) -> None:
         try:
             await fn(respond=respond, **kwargs)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as err:
+            log.error("listener %s: Redis is unavailable: %s", fn.__name__, type(err).__name__)
+            await _tell(respond, STATE_DOWN)
         except Exception:
             log.exception("listener %s failed", fn.__name__)
             await _tell(respond, SORRY)
