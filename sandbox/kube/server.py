@@ -136,6 +136,7 @@ class _Fault:
     hang_seconds: float | None
     reason: str | None
     message: str | None
+    skip: int = 0  # matching requests served normally before the fault applies
 
 
 @dataclass(frozen=True)
@@ -280,13 +281,15 @@ class KubeApiServer:
         hang_seconds: float | None = None,
         reason: str | None = None,
         message: str | None = None,
+        skip: int = 0,
     ) -> None:
         """Fail the next ``count`` requests matching method ('*' = any) and path (re.search).
 
         They answer a Status with ``status`` (reason from the code unless given), or, with
-        ``hang_seconds``, hang that long and then answer 504 Timeout.
+        ``hang_seconds``, hang that long and then answer 504 Timeout. With ``skip``, that many
+        matching requests are served normally first (e.g. hang the second PVC DELETE).
         """
-        fault = _Fault(method.upper(), re.compile(path_regex), status, count, hang_seconds, reason, message)
+        fault = _Fault(method.upper(), re.compile(path_regex), status, count, hang_seconds, reason, message, skip)
         with self._lock:
             self._faults.append(fault)
 
@@ -373,6 +376,9 @@ class KubeApiServer:
                 None,
             )
             if fault is None:
+                return
+            if fault.skip > 0:
+                fault.skip -= 1
                 return
             fault.remaining -= 1
             if fault.remaining <= 0:
