@@ -351,6 +351,18 @@ def test_fault_injection_500_then_success_and_hang(server: KubeApiServer, core: 
     assert err.value.status == 504 and time.monotonic() - started >= 0.2
 
 
+def test_fault_skip_serves_that_many_requests_first(server: KubeApiServer, core: Any) -> None:
+    server.clear_requests()
+    server.inject_fault("GET", r"/secrets$", status=503, count=1, skip=2)
+    core.list_namespaced_secret("default")
+    core.list_namespaced_secret("default")
+    with pytest.raises(client.ApiException) as err:
+        core.list_namespaced_secret("default")
+    assert err.value.status == 503
+    core.list_namespaced_secret("default")
+    assert [r.status for r in server.requests if r.path.endswith("/secrets")] == [200, 200, 503, 200]
+
+
 def test_deny_list_answers_access_reviews_and_enforces(server: KubeApiServer, api: Any) -> None:
     server.deny("list", "pods", namespace="default")
     authz: Any = client.AuthorizationV1Api(api)
