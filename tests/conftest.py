@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from sandbox.botproc import BotProcess
+from sandbox.kube.server import KubeApiServer
 from sandbox.redis_server import RedisServer, free_port
 from sandbox.slack import SlackClient
 from sandbox.world import SIGNING_SECRET, World
@@ -37,6 +38,16 @@ def redis_url(redis_server: RedisServer) -> str:
         redis_server.start()
     redis.Redis.from_url(redis_server.url).flushall()
     return redis_server.url
+
+
+@pytest.fixture
+def server() -> Iterator[KubeApiServer]:
+    """A bare simulated Kubernetes API server (no controllers), for the sandbox's own tests."""
+    srv = KubeApiServer().start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 @pytest.fixture

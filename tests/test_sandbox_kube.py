@@ -30,7 +30,6 @@ import json
 import threading
 import time
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +50,6 @@ def _https(kube: KubeApiServer) -> httpx.Client:
     if kube not in _CLIENTS:
         _CLIENTS[kube] = httpx.Client(verify=kube.ssl_context())
     return _CLIENTS[kube]
-
-
-@pytest.fixture
-def server() -> Iterator[KubeApiServer]:
-    srv = KubeApiServer().start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -160,15 +159,6 @@ def test_unknown_kind_and_garbage() -> None:
         protobuf.decode(b'{"kind": "ConfigMap"}')
     with pytest.raises(protobuf.ProtobufError):
         protobuf.decode(protobuf.MAGIC + b"\x0a\x7f")  # length beyond the end
-
-
-@pytest.fixture
-def server() -> Iterator[KubeApiServer]:
-    srv = KubeApiServer().start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def test_server_answers_415_for_unknown_protobuf_kinds(server: KubeApiServer) -> None:
