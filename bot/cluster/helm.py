@@ -150,6 +150,17 @@ def _label_revision(secret: dict[str, Any]) -> int:
         return -1
 
 
+def _release_secrets(secrets: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """The Secrets among ``secrets`` that Helm's storage driver wrote for release ``name``."""
+    return [
+        s
+        for s in secrets
+        if s.get("type") == RELEASE_SECRET_TYPE
+        and ((s.get("metadata") or {}).get("labels") or {}).get("owner") == "helm"
+        and ((s.get("metadata") or {}).get("labels") or {}).get("name") == name
+    ]
+
+
 def find_release(secrets: list[dict[str, Any]], name: str) -> HelmRelease | None:
     """The latest revision of release ``name`` among ``secrets`` (None when there is none).
 
@@ -157,13 +168,7 @@ def find_release(secrets: list[dict[str, Any]], name: str) -> HelmRelease | None
     whatever else the caller passes. The revision is the ``version`` label, as Helm's own
     storage driver orders them; the chosen Secret is then decoded and must agree with it.
     """
-    candidates = [
-        s
-        for s in secrets
-        if s.get("type") == RELEASE_SECRET_TYPE
-        and ((s.get("metadata") or {}).get("labels") or {}).get("owner") == "helm"
-        and ((s.get("metadata") or {}).get("labels") or {}).get("name") == name
-    ]
+    candidates = _release_secrets(secrets, name)
     if not candidates:
         return None
     latest = max(candidates, key=_label_revision)
@@ -205,14 +210,7 @@ class HelmVersion:
 
 def release_history(secrets: list[dict[str, Any]], name: str) -> list[HelmRelease]:
     """Every stored revision of release ``name`` (Helm's storage Secrets), oldest first."""
-    mine = [
-        s
-        for s in secrets
-        if s.get("type") == RELEASE_SECRET_TYPE
-        and ((s.get("metadata") or {}).get("labels") or {}).get("owner") == "helm"
-        and ((s.get("metadata") or {}).get("labels") or {}).get("name") == name
-    ]
-    return sorted((release_from_secret(s) for s in mine), key=lambda r: r.revision)
+    return sorted((release_from_secret(s) for s in _release_secrets(secrets, name)), key=lambda r: r.revision)
 
 
 class HelmError(Exception):
