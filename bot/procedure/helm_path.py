@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from bot.cluster.helm import SUPPORTED_HELM, HelmError, HelmRelease, release_history
+from bot.cluster.helm import SUPPORTED_HELM, HelmError, HelmRelease, find_release, release_history
 from bot.procedure.common import dig, is_milvus_25, values_diff, version_tuple, with_pulsar_v3
 from bot.procedure.context import Ctx
 from bot.procedure.detect import helm_release
@@ -275,7 +275,8 @@ def clear_interrupted(ctx: Ctx, step: str) -> HelmRelease | None:
     ran (an interrupted first install), ``helm uninstall`` of that pending release (the saved values
     are in the record, and StatefulSet claims survive an uninstall). A pending state that this
     upgrade did not leave is someone else's operation: stop and say so, touching nothing."""
-    release = helm_release(ctx)
+    secrets = ctx.kube.list_secrets(ctx.namespace, f"owner=helm,name={ctx.release}")
+    release = find_release(secrets, ctx.release)
     if release is None or release.status not in PENDING:
         return release
     mark = ctx.facts.get("helm_running") or {}
@@ -285,8 +286,8 @@ def clear_interrupted(ctx: Ctx, step: str) -> HelmRelease | None:
             "did not start is in progress or was interrupted. Let it finish, or clear it (`helm rollback` or "
             "`helm uninstall`), then Retry"
         )
-    history = release_history(ctx.kube.list_secrets(ctx.namespace, f"owner=helm,name={ctx.release}"), ctx.release)
-    ran = [r for r in history if r.revision < release.revision and r.status in ("deployed", "superseded")]
+    earlier = [r for r in release_history(secrets, ctx.release) if r.revision < release.revision]
+    ran = [r for r in earlier if r.status in ("deployed", "superseded")]
     with helm_running(ctx, step, "clear"):
         if ran:
             ctx.helm.rollback(ctx.release, ctx.namespace, ran[-1].revision)
