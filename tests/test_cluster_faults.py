@@ -3,7 +3,7 @@
 - Credentials go only to their host: the Kubernetes token goes to the API server only (and any
   other Authorization is replaced there), MILVUS_TOKEN reaches both Milvus ports when Milvus is
   reached directly; a 9091 that requires auth refuses a client without it with a clear error.
-- Every Kubernetes call has a timeout: a hung list/get/delete raises a temporary KubeError
+- Every Kubernetes call has a timeout: a hung list/get/delete raises a KubeTemporary
   saying the API server did not answer, in bounded time.
 - A watch whose connection is cut resumes from the last resourceVersion (no event lost or
   repeated).
@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 from kubernetes import client
 
-from bot.cluster.kube import Kube, KubeError
+from bot.cluster.kube import Kube, KubeConflict, KubeTemporary
 from bot.cluster.milvus import MilvusAuthError, MilvusClient, service_proxy_url
 from sandbox._http import ThreadedServer
 from sandbox.kube.server import KubeApiServer
@@ -176,7 +176,7 @@ def test_a_hung_call_is_a_temporary_error_in_bounded_time(
     kube.request_timeout = 1.0
     server.inject_fault(method, path, hang_seconds=6)
     started = time.monotonic()
-    with pytest.raises(KubeError) as info:
+    with pytest.raises(KubeTemporary) as info:
         call(kube)
     elapsed = time.monotonic() - started
     assert elapsed < 3, elapsed
@@ -276,7 +276,7 @@ def test_pvc_delete_with_a_stale_uid_is_refused_and_keeps_the_new_pvc(
     old = server.store.create("persistentvolumeclaims", _pvc("data-0"), namespace="default")
     server.store.delete("persistentvolumeclaims", "default", "data-0")
     new = server.store.create("persistentvolumeclaims", _pvc("data-0"), namespace="default")
-    with pytest.raises(KubeError) as info:
+    with pytest.raises(KubeConflict) as info:
         kube.delete_pvc("default", "data-0", uid=old["metadata"]["uid"])
     assert info.value.status == 409 and not info.value.temporary
     assert server.store.get("persistentvolumeclaims", "default", "data-0")["metadata"]["uid"] == new["metadata"]["uid"]

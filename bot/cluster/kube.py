@@ -52,7 +52,15 @@ class RawWatch(watch.Watch):
 
 
 class KubeError(Exception):
-    """An API call failed; ``status`` is the HTTP code (0 when the server was unreachable)."""
+    """An API call failed; ``status`` is the HTTP code (0 when the server was unreachable).
+
+    What is raised is one of the subclasses, which say how to retry:
+
+    KubeError            anything else (403, 422, ...): retrying the same call will not help
+    ├── KubeTemporary    no answer, 429 or 5xx: the same call may pass later (``retry_after``)
+    ├── KubeConflict     409: the object is not in the state the call required (a precondition)
+    └── KubeNotFound     404: no such object (or no such kind)
+    """
 
     def __init__(self, action: str, status: int, message: str) -> None:
         super().__init__(f"{action}: {message}" + (f" (HTTP {status})" if status else ""))
@@ -62,11 +70,49 @@ class KubeError(Exception):
 
     @property
     def temporary(self) -> bool:
-        return self.status == 0 or self.status == 429 or self.status >= 500
+        return isinstance(self, KubeTemporary)
 
     @property
     def not_found(self) -> bool:
-        return self.status == 404
+        return isinstance(self, KubeNotFound)
+
+
+class KubeTemporary(KubeError):
+    """No answer, 429 Too Many Requests or a 5xx: the same call may pass later.
+
+    ``retry_after`` is the server's Retry-After (seconds) when it sent one."""
+
+    def __init__(self, action: str, status: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(action, status, message)
+        self.retry_after = retry_after
+
+
+class KubeConflict(KubeError):
+    """409: a precondition (uid, resourceVersion) does not hold, or the object already exists."""
+
+
+class KubeNotFound(KubeError):
+    """404: the object (or its kind) does not exist."""
+
+
+def kube_error(action: str, status: int, message: str, retry_after: float | None = None) -> KubeError:
+    """The KubeError subclass for an HTTP ``status`` (0: no answer)."""
+    if status == 0 or status == 429 or status >= 500:
+        return KubeTemporary(action, status, message, retry_after)
+    if status == 409:
+        return KubeConflict(action, status, message)
+    if status == 404:
+        return KubeNotFound(action, status, message)
+    return KubeError(action, status, message)
+
+
+def _retry_after(err: ApiException) -> float | None:
+    """The Retry-After of an API answer, in seconds (the API server sends the delta-seconds form)."""
+    value = (err.headers or {}).get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _status_message(err: ApiException) -> str:
@@ -91,8 +137,8 @@ def _is_timeout(err: BaseException) -> bool:
 
 def _unreachable(action: str, err: BaseException, timeout: tuple[float, float]) -> KubeError:
     if _is_timeout(err):
-        return KubeError(action, 0, f"the Kubernetes API server did not answer within {timeout[1]:g}s")
-    return KubeError(action, 0, f"cannot reach the Kubernetes API: {err}")
+        return KubeTemporary(action, 0, f"the Kubernetes API server did not answer within {timeout[1]:g}s")
+    return KubeTemporary(action, 0, f"cannot reach the Kubernetes API: {err}")
 
 
 def _call(action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> JSON:
@@ -102,7 +148,7 @@ def _call(action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> JSO
     try:
         resp = fn(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
     except ApiException as err:
-        raise KubeError(action, err.status or 0, _status_message(err)) from None
+        raise kube_error(action, err.status or 0, _status_message(err), _retry_after(err)) from None
     except (Urllib3Error, OSError) as err:
         raise _unreachable(action, err, timeout) from None
     data = resp.data
@@ -116,10 +162,8 @@ def _unless_missing(action: str, fn: Callable[..., Any], *args: Any, **kwargs: A
     """``_call``, with NotFound answered as None (reads of optional objects, deletes that may be done)."""
     try:
         return _call(action, fn, *args, **kwargs)
-    except KubeError as err:
-        if err.not_found:
-            return None
-        raise
+    except KubeNotFound:
+        return None
 
 
 @dataclass(frozen=True)
@@ -301,9 +345,7 @@ class Kube:
         }
         try:
             _call("create secret", self.core.create_namespaced_secret, namespace, body)
-        except KubeError as err:
-            if err.status != 409:
-                raise
+        except KubeConflict:
             _call("replace secret", self.core.replace_namespaced_secret, name, namespace, body)
 
     # --- watches -----------------------------------------------------------------------------
@@ -314,6 +356,38 @@ class Kube:
         or repeated failures end the watch quietly, and the caller lists again."""
         fn = self.core.list_namespaced_pod
         yield from _watch("pod", fn, (namespace,), {"label_selector": selector}, resource_version, seconds)
+
+    # --- Milvus resources (milvuses.milvus.io/v1beta1) and the operator ----------------------
+    def get_milvus(self, namespace: str, name: str) -> JSON | None:
+        """The Milvus custom resource, or None (also when the CRD is absent)."""
+        fn = self.custom.get_namespaced_custom_object
+        return _unless_missing("get milvus", fn, *_MILVUS, namespace, "milvuses", name)
+
+    def list_deployments_all(self, selector: str) -> list[JSON]:
+        """Deployments with ``selector`` in every namespace (to find the milvus-operator)."""
+        return _call("list deployments", self.apps.list_deployment_for_all_namespaces, label_selector=selector)["items"]
+
+    def patch_milvus(self, namespace: str, name: str, patch: JSON) -> JSON:
+        """Merge-patch (RFC 7386) a Milvus resource."""
+        fn = self.custom.patch_namespaced_custom_object
+        return _call("patch milvus", fn, *_MILVUS, namespace, "milvuses", name, patch)
+
+    def delete_milvus(self, namespace: str, name: str) -> bool:
+        """Delete a Milvus resource; False when it is already gone."""
+        fn = self.custom.delete_namespaced_custom_object
+        return _unless_missing("delete milvus", fn, *_MILVUS, namespace, "milvuses", name) is not None
+
+    def create_milvus(self, namespace: str, body: JSON) -> JSON:
+        fn = self.custom.create_namespaced_custom_object
+        return _call("create milvus", fn, *_MILVUS, namespace, "milvuses", body)
+
+    def watch_milvus(self, namespace: str, name: str, resource_version: str, seconds: int) -> Iterator[JSON]:
+        """Raw watch events of one Milvus resource after ``resource_version``, for up to ``seconds``
+        (resumed after a broken connection; a 410 Gone ends it and the caller reads again)."""
+        fn = self.custom.list_namespaced_custom_object
+        args = (*_MILVUS, namespace, "milvuses")
+        selector = {"field_selector": f"metadata.name={name}"}
+        yield from _watch("milvus", fn, args, selector, resource_version, seconds)
 
 
 def _watch(
@@ -371,39 +445,3 @@ def _watch(
             return
         # Not a stand-in for a condition: a pause before reconnecting so a failing server is not hammered.
         time.sleep(min(0.2 * failures, max(0.0, deadline - time.monotonic())))
-
-
-def get_milvus(kube: Kube, namespace: str, name: str) -> JSON | None:
-    """The Milvus custom resource (milvuses.milvus.io/v1beta1), or None (also when the CRD is absent)."""
-    return _unless_missing(
-        "get milvus", kube.custom.get_namespaced_custom_object, *_MILVUS, namespace, "milvuses", name
-    )
-
-
-def list_deployments_all(kube: Kube, selector: str) -> list[JSON]:
-    """Deployments with ``selector`` in every namespace (to find the milvus-operator)."""
-    return _call("list deployments", kube.apps.list_deployment_for_all_namespaces, label_selector=selector)["items"]
-
-
-def patch_milvus(kube: Kube, namespace: str, name: str, patch: JSON) -> JSON:
-    """Merge-patch (RFC 7386) a Milvus resource."""
-    return _call(
-        "patch milvus", kube.custom.patch_namespaced_custom_object, *_MILVUS, namespace, "milvuses", name, patch
-    )
-
-
-def delete_milvus(kube: Kube, namespace: str, name: str) -> bool:
-    fn = kube.custom.delete_namespaced_custom_object
-    return _unless_missing("delete milvus", fn, *_MILVUS, namespace, "milvuses", name) is not None
-
-
-def create_milvus(kube: Kube, namespace: str, body: JSON) -> JSON:
-    return _call("create milvus", kube.custom.create_namespaced_custom_object, *_MILVUS, namespace, "milvuses", body)
-
-
-def watch_milvus(kube: Kube, namespace: str, name: str, resource_version: str, seconds: int) -> Iterator[JSON]:
-    """Raw watch events of one Milvus resource after ``resource_version``, for up to ``seconds``
-    (resumed after a broken connection; a 410 Gone ends it and the caller reads again)."""
-    fn = kube.custom.list_namespaced_custom_object
-    args = (*_MILVUS, namespace, "milvuses")
-    yield from _watch("milvus", fn, args, {"field_selector": f"metadata.name={name}"}, resource_version, seconds)

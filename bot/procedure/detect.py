@@ -7,7 +7,7 @@ person alone (``NotStartable``) and the upgrade record is discarded.
 from __future__ import annotations
 
 from bot.cluster.helm import HelmRelease, find_release
-from bot.cluster.kube import KubeError, get_milvus
+from bot.cluster.kube import KubeError
 from bot.procedure.context import Ctx
 from bot.procedure.outcome import Done, NotStartable
 
@@ -20,7 +20,7 @@ def helm_release(ctx: Ctx) -> HelmRelease | None:
 def detect(ctx: Ctx) -> Done:
     try:
         release = helm_release(ctx)
-        cr = get_milvus(ctx.kube, ctx.namespace, ctx.release)
+        cr = ctx.kube.get_milvus(ctx.namespace, ctx.release)
     except KubeError as err:
         raise NotStartable(f"I cannot read namespace `{ctx.namespace}`: {err.message}") from None
     where = f"`{ctx.release}` in namespace `{ctx.namespace}`"

@@ -21,12 +21,13 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot.cluster.helm import HelmCli, HelmError
-from bot.cluster.kube import Kube, KubeError, get_milvus
-from bot.cluster.milvus import MilvusClient, MilvusHttpError, base_urls
+from bot.cluster.helm import HelmCli
+from bot.cluster.kube import Kube, KubeError
+from bot.cluster.milvus import MilvusClient, base_urls
 from bot.logs import redact
 from bot.notify import Notifier
 from bot.procedure import detect, flush, helm_path, operator_path, pods, verify, volumes
+from bot.procedure.classify import classify
 from bot.procedure.context import Ctx, Limits
 from bot.procedure.outcome import Ask, Done, NotStartable, Outcome, Refusal, StepError, Temporary, Wait
 from bot.procedure.texts import checkpoint_body
@@ -538,7 +539,7 @@ class Engine:
         if upgrade.saved is None or not upgrade.facts.get("cr_delete_started"):
             return None
         try:
-            if get_milvus(self.kube, upgrade.namespace, upgrade.release) is not None:
+            if self.kube.get_milvus(upgrade.namespace, upgrade.release) is not None:
                 return None
         except KubeError:
             return None
@@ -688,23 +689,6 @@ def _close_error(u: Upgrade, outcome: str, by: str | None) -> None:
     post = u.post(open_error["key"]) if open_error else None
     if post is not None and "closed" not in post.data:
         post.data["closed"] = {"outcome": outcome, "by": by}
-
-
-def classify(err: Exception) -> StepError | NotStartable:
-    """Map an adapter exception onto the engine's error classes (see ``outcome``)."""
-    if isinstance(err, StepError | NotStartable):
-        return err
-    if isinstance(err, KubeError):
-        cls = Temporary if err.temporary else StepError
-        return cls(f"Kubernetes API: {err}")
-    if isinstance(err, HelmError):
-        return StepError(f"helm exited with code {err.exit_code}", err.stderr.strip())
-    if isinstance(err, MilvusHttpError):
-        return (Temporary if getattr(err, "retriable", False) else StepError)(f"Milvus: {err}")
-    if isinstance(err, SlackApiError):
-        return Temporary(f"Slack API: {err.response.get('error')}")
-    log.error("unexpected error in a step", exc_info=err)
-    return StepError(f"unexpected error ({type(err).__name__}); the bot's log has the details")
 
 
 __all__ = ["Engine", "checkpoint_body", "classify", "run_job"]

@@ -15,15 +15,7 @@ import copy
 import time
 from typing import Any
 
-from bot.cluster.kube import (
-    KubeError,
-    create_milvus,
-    delete_milvus,
-    get_milvus,
-    list_deployments_all,
-    patch_milvus,
-    watch_milvus,
-)
+from bot.cluster.kube import KubeConflict
 from bot.procedure.common import describe_pvc, dig, is_milvus_25, values_diff, version_tuple
 from bot.procedure.context import Ctx
 from bot.procedure.flush import flush_text, run_flush
@@ -71,7 +63,7 @@ def _tag(image: str) -> str:
 def operator_versions(ctx: Ctx, cr: JSON) -> tuple[list[str], list[str]]:
     """(known versions, where they came from) of the operator: Deployment image tags and the CR label."""
     versions, sources = [], []
-    for deploy in list_deployments_all(ctx.kube, "app.kubernetes.io/name=milvus-operator"):
+    for deploy in ctx.kube.list_deployments_all("app.kubernetes.io/name=milvus-operator"):
         for container in dig(deploy, "spec", "template", "spec", "containers") or []:
             tag = _tag(container.get("image", ""))
             if tag and tag[0].lstrip("v")[:1].isdigit():
@@ -131,7 +123,7 @@ def list_kept(ctx: Ctx) -> list[JSON]:
 
 
 def preflight(ctx: Ctx) -> Done:
-    cr = get_milvus(ctx.kube, ctx.namespace, ctx.release)
+    cr = ctx.kube.get_milvus(ctx.namespace, ctx.release)
     if cr is None:
         raise Refusal("the Milvus resource is gone")
     versions, sources = operator_versions(ctx, cr)
@@ -179,13 +171,13 @@ def plan_text(facts: JSON, release: str, namespace: str) -> str:
 
 def backup(ctx: Ctx) -> Done:
     if ctx.upgrade.saved is None:
-        cr = get_milvus(ctx.kube, ctx.namespace, ctx.release)
+        cr = ctx.kube.get_milvus(ctx.namespace, ctx.release)
         if cr is None or dig(cr, "metadata", "deletionTimestamp"):
             raise StepError("the Milvus resource is gone and its manifest was never saved; nothing was deleted")
         final = run_flush(ctx)
         ctx.set_facts(final_flush=final)
         ctx.say("final_flush", f"🔁 Flushed once more before stopping Milvus:\n{flush_text(final)}")
-        cr = get_milvus(ctx.kube, ctx.namespace, ctx.release) or cr
+        cr = ctx.kube.get_milvus(ctx.namespace, ctx.release) or cr
         saved = {"kind": "milvus-cr", "manifest": cr, "saved_at": now()}
         ctx.record(lambda u: setattr(u, "saved", saved))
     saved_record = ctx.upgrade.saved
@@ -219,7 +211,7 @@ def _ask_pvcs(ctx: Ctx, pvcs: list[JSON], pvs: list[JSON], note: str = "") -> As
 def delete_cr(ctx: Ctx) -> Done | Ask | Wait:
     if ctx.facts.get("cr_deleted"):
         return Done(ctx.facts["cr_deleted"])
-    cr = get_milvus(ctx.kube, ctx.namespace, ctx.release)
+    cr = ctx.kube.get_milvus(ctx.namespace, ctx.release)
     if cr is not None and not ctx.facts.get("cr_delete_started"):
         pvcs, pvs = list_volumes(ctx)
         cp = ctx.upgrade.latest_checkpoint("pvc_list")
@@ -230,12 +222,12 @@ def delete_cr(ctx: Ctx) -> Done | Ask | Wait:
                 ctx, pvcs, pvs, "The PVC list changed since it was approved: nothing was changed. Check the new list."
             )
         _patch_and_delete(ctx)
-        cr = get_milvus(ctx.kube, ctx.namespace, ctx.release)
+        cr = ctx.kube.get_milvus(ctx.namespace, ctx.release)
     elif cr is not None and not dig(cr, "metadata", "deletionTimestamp"):
         # "delete started" is recorded, yet the resource is not being deleted: the DELETE never
         # reached the API server (the bot died in between). The approval stands: send it now.
         _send_delete(ctx, cr)
-        cr = get_milvus(ctx.kube, ctx.namespace, ctx.release)
+        cr = ctx.kube.get_milvus(ctx.namespace, ctx.release)
     if cr is not None:
         return _follow(ctx, cr["metadata"]["resourceVersion"])
     return _after_gone(ctx)
@@ -243,8 +235,8 @@ def delete_cr(ctx: Ctx) -> Done | Ask | Wait:
 
 def _patch(ctx: Ctx) -> None:
     """Merge-patch the dependencies' deletion policies and read them back: nothing is deleted unless it took."""
-    patch_milvus(ctx.kube, ctx.namespace, ctx.release, copy.deepcopy(DEPENDENCY_PATCH))
-    back = get_milvus(ctx.kube, ctx.namespace, ctx.release)
+    ctx.kube.patch_milvus(ctx.namespace, ctx.release, copy.deepcopy(DEPENDENCY_PATCH))
+    back = ctx.kube.get_milvus(ctx.namespace, ctx.release)
     if back is None or not _patch_took(back):
         raise StepError("the patch of the dependencies did not take (read back differs); nothing was deleted")
     ctx.say(
@@ -269,7 +261,7 @@ def _send_delete(ctx: Ctx, cr: JSON) -> None:
 
 
 def _delete(ctx: Ctx) -> None:
-    delete_milvus(ctx.kube, ctx.namespace, ctx.release)
+    ctx.kube.delete_milvus(ctx.namespace, ctx.release)
     ctx.say("cr_deleting", f"⏹️ Deleted the Milvus resource `{ctx.release}`; the operator is tearing it down…")
 
 
@@ -278,9 +270,9 @@ def _follow(ctx: Ctx, resource_version: str) -> Wait:
     deadline = ctx.facts["cr_delete_started"] + ctx.limits.pods_timeout
     if time.time() > deadline:
         raise StepError(f"the Milvus resource is still being deleted after {ctx.limits.pods_timeout:g}s")
-    if dig(get_milvus(ctx.kube, ctx.namespace, ctx.release), "status", "status") == "Deleting":
+    if dig(ctx.kube.get_milvus(ctx.namespace, ctx.release), "status", "status") == "Deleting":
         ctx.say("cr_status_deleting", "… status `Deleting`: the operator is removing Milvus and Pulsar V2.")
-    for event in watch_milvus(ctx.kube, ctx.namespace, ctx.release, resource_version, ctx.limits.watch_chunk):
+    for event in ctx.kube.watch_milvus(ctx.namespace, ctx.release, resource_version, ctx.limits.watch_chunk):
         status = dig(event["object"], "status", "status")
         if status == "Deleting":
             ctx.say("cr_status_deleting", "… status `Deleting`: the operator is removing Milvus and Pulsar V2.")
@@ -344,7 +336,7 @@ def reinstall(ctx: Ctx) -> Done | Ask:
     saved = (ctx.upgrade.saved or {}).get("manifest")
     if saved is None:
         raise StepError("no saved manifest to re-create the resource from")
-    cr = get_milvus(ctx.kube, ctx.namespace, ctx.release)
+    cr = ctx.kube.get_milvus(ctx.namespace, ctx.release)
     if cr is not None and not dig(cr, "metadata", "deletionTimestamp"):
         chart = dig(cr, "spec", "dependencies", "pulsar", "inCluster", "chartVersion")
         if chart == "pulsar-v3":
@@ -357,10 +349,9 @@ def reinstall(ctx: Ctx) -> Done | Ask:
             {"release": ctx.release, "namespace": ctx.namespace, "operator": True, "diff": manifest_diff(saved)},
         )
     try:
-        create_milvus(ctx.kube, ctx.namespace, new_manifest(saved))
-    except KubeError as err:
-        if err.status != 409:
-            raise
+        ctx.kube.create_milvus(ctx.namespace, new_manifest(saved))
+    except KubeConflict:
+        pass  # created before a crash: the resource already exists
     ctx.say("recreated", f"▶️ Created the Milvus resource `{ctx.release}` with Pulsar V3. Waiting for it…")
     return Done("resource created with Pulsar V3")
 
@@ -369,7 +360,7 @@ def wait_healthy(ctx: Ctx) -> Done | Wait:
     outcome = wait_ready(ctx, "pulsar", "wait")
     if isinstance(outcome, Wait):
         return outcome
-    cr = get_milvus(ctx.kube, ctx.namespace, ctx.release)
+    cr = ctx.kube.get_milvus(ctx.namespace, ctx.release)
     status = dig(cr, "status", "status") if cr else None
     if status != "Healthy":
         if cr is not None and status == "Unhealthy":
@@ -404,7 +395,7 @@ def restore(ctx: Ctx) -> str:
     saved = (ctx.upgrade.saved or {}).get("manifest")
     if saved is None:
         raise StepError("no saved manifest: nothing to restore from")
-    if get_milvus(ctx.kube, ctx.namespace, ctx.release) is not None:
+    if ctx.kube.get_milvus(ctx.namespace, ctx.release) is not None:
         return "the Milvus resource exists; nothing to do"
-    create_milvus(ctx.kube, ctx.namespace, clean_original(saved))
+    ctx.kube.create_milvus(ctx.namespace, clean_original(saved))
     return f"re-created the Milvus resource `{ctx.release}` from its saved manifest (Pulsar V2)"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bot.cluster.kube import KubeError
+from bot.cluster.kube import KubeConflict
 from bot.procedure.common import describe_pv, describe_pvc
 from bot.procedure.context import Ctx
 from bot.procedure.outcome import Ask, Done, StepError, Wait
@@ -95,9 +95,7 @@ def delete_pvcs(ctx: Ctx) -> Done | Ask | Wait:
     for name in sorted(current & approved):
         try:
             ctx.kube.delete_pvc(ctx.namespace, name, uid=approved_uids[name])
-        except KubeError as err:
-            if err.status != 409:
-                raise
+        except KubeConflict:
             # The ones already deleted were approved: their PVs go too, as they would have.
             delete_bound_pvs(
                 ctx, {"pvcs": [p for p in cp.target["pvcs"] if p["name"] in deleted], "pvs": cp.target.get("pvs", [])}
@@ -176,9 +174,7 @@ def delete_bound_pvs(ctx: Ctx, target: JSON) -> tuple[list[str], list[str]]:
         try:
             # The uid of the PV just seen bound to the approved claim: a PV re-created since is not deleted.
             removed = ctx.kube.delete_pv(pv["name"], uid=live["metadata"].get("uid"))
-        except KubeError as err:
-            if err.status != 409:
-                raise
+        except KubeConflict:
             continue
         (deleted if removed else gone).append(pv["name"])
     return deleted, gone
