@@ -5,6 +5,8 @@
   reached directly; a 9091 that requires auth refuses a client without it with a clear error.
 - Every Kubernetes call has a timeout: a hung list/get/delete raises a KubeTemporary
   saying the API server did not answer, in bounded time.
+- A 429 is temporary and carries the server's Retry-After, which the engine's automatic retry
+  waits for at least (bounded).
 - A watch whose connection is cut resumes from the last resourceVersion (no event lost or
   repeated).
 - A PVC delete carries its uid as a precondition: a same-named re-created PVC is refused (409)
@@ -25,6 +27,8 @@ from kubernetes import client
 
 from bot.cluster.kube import Kube, KubeConflict, KubeTemporary
 from bot.cluster.milvus import MilvusAuthError, MilvusClient, service_proxy_url
+from bot.procedure.classify import MAX_RETRY_AFTER, classify, retry_delay
+from bot.procedure.outcome import Temporary
 from sandbox._http import ThreadedServer
 from sandbox.kube.server import KubeApiServer
 from sandbox.kube.store import Store
@@ -183,6 +187,28 @@ def test_a_hung_call_is_a_temporary_error_in_bounded_time(
     assert info.value.temporary
     assert "did not answer within 1s" in str(info.value)
     assert len([r for r in server.requests if r.method == method]) == 1  # not retried inside urllib3
+
+
+def test_a_throttled_call_is_temporary_and_carries_the_servers_retry_after(
+    apiserver: tuple[KubeApiServer, Kube],
+) -> None:
+    server, kube = apiserver
+    server.inject_fault("GET", r"/persistentvolumeclaims$", status=429)
+    with pytest.raises(KubeTemporary) as info:
+        kube.list_pvcs("default", "app=pulsar")
+    assert info.value.status == 429
+    assert info.value.retry_after == 1.0  # the sandbox answers 429 with Retry-After: 1, as the API server does
+    assert kube.list_pvcs("default", "app=pulsar") == []
+
+
+def test_an_automatic_retry_waits_at_least_the_retry_after_the_server_asked_for() -> None:
+    assert retry_delay(Temporary("x"), 0) == 2.0  # no Retry-After: the backoff, 2, 4, 8 ...
+    assert retry_delay(Temporary("x"), 2) == 8.0
+    assert retry_delay(Temporary("x", retry_after=1.0), 0) == 2.0  # shorter than the backoff
+    assert retry_delay(Temporary("x", retry_after=30.0), 0) == 30.0
+    assert retry_delay(Temporary("x", retry_after=86400.0), 0) == MAX_RETRY_AFTER  # bounded
+    error = classify(KubeTemporary("list pods", 429, "slow down", retry_after=12.0))
+    assert isinstance(error, Temporary) and retry_delay(error, 0) == 12.0
 
 
 class _Cuttable:

@@ -438,3 +438,21 @@ def test_kubernetes_503_names_the_cause(http: httpx.Client) -> None:
             client.persist("default", ["books"])
         assert info.value.retriable and info.value.http_status == 503
         assert client.healthz()[0] is False
+
+
+def test_kubernetes_429_in_front_of_milvus_is_retriable_after_its_retry_after(http: httpx.Client) -> None:
+    """The API server's rate limit on the service proxy (429 + Retry-After) passes by itself."""
+
+    async def throttled(request: web.Request) -> web.Response:
+        status = {"kind": "Status", "status": "Failure", "reason": "TooManyRequests", "code": 429}
+        status["message"] = "too many requests, please try again later"
+        return web.json_response(status, status=429, headers={"Retry-After": "7"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", throttled)
+    with ThreadedServer(app) as kube:
+        client = MilvusClient(kube.url, kube.url, http=http)
+        with pytest.raises(MilvusHttpError, match="too many requests") as info:
+            client.persist("default", ["books"])
+        assert info.value.retriable and info.value.http_status == 429
+        assert info.value.retry_after == 7.0

@@ -67,8 +67,10 @@ class MilvusHttpError(Exception):
         code: int | None = None,
         error_code: Any = None,
         retriable: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         self.route = route
+        self.retry_after = retry_after
         self.reason = reason
         self.http_status = http_status
         self.code = code
@@ -247,8 +249,23 @@ def _http_failure(route: str, resp: httpx.Response, doc: Any) -> MilvusHttpError
         reason,
         http_status=resp.status_code,
         error_code=body.get("error_code"),
-        retriable=resp.status_code >= 500,
+        retriable=_retriable(resp.status_code),
+        retry_after=_retry_after(resp),
     )
+
+
+def _retriable(status: int) -> bool:
+    """Worth the same call again later: 429 Too Many Requests (Milvus' rate limit, or the API server's
+    in front of the service proxy) and any 5xx."""
+    return status == 429 or status >= 500
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    try:
+        value = resp.headers.get("Retry-After")
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 class MilvusClient:
@@ -287,7 +304,8 @@ class MilvusClient:
                 route,
                 f"answer is not JSON: {resp.text[:300]!r}",
                 http_status=resp.status_code,
-                retriable=resp.status_code >= 500,
+                retriable=_retriable(resp.status_code),
+                retry_after=_retry_after(resp),
             ) from None
 
     def _not_found(self, route: str, resp: httpx.Response) -> MilvusHttpError:

@@ -27,14 +27,29 @@ def classify(err: Exception) -> StepError | NotStartable:
     """Map an adapter exception onto the engine's error classes (see ``outcome``)."""
     if isinstance(err, StepError | NotStartable):
         return err
+    if isinstance(err, KubeTemporary):
+        return Temporary(f"Kubernetes API: {err}", retry_after=err.retry_after)
     if isinstance(err, KubeError):
-        cls = Temporary if isinstance(err, KubeTemporary) else StepError
-        return cls(f"Kubernetes API: {err}")
+        return StepError(f"Kubernetes API: {err}")
     if isinstance(err, HelmError):
         return StepError(f"helm exited with code {err.exit_code}", err.stderr.strip())
     if isinstance(err, MilvusHttpError):
-        return (Temporary if getattr(err, "retriable", False) else StepError)(f"Milvus: {err}")
+        if err.retriable:
+            return Temporary(f"Milvus: {err}", retry_after=err.retry_after)
+        return StepError(f"Milvus: {err}")
     if isinstance(err, SlackApiError):
         return Temporary(f"Slack API: {err.response.get('error')}")
     log.error("unexpected error in a step", exc_info=err)
     return StepError(f"unexpected error ({type(err).__name__}); the bot's log has the details")
+
+
+MAX_RETRY_AFTER = 300.0  # a server asking for more than this is not waited for longer
+
+
+def retry_delay(error: Temporary, attempts: int) -> float:
+    """Seconds before the ``attempts``-th automatic retry: 2, 4, 8 ..., or the server's
+    Retry-After when it asked for longer (bounded by MAX_RETRY_AFTER)."""
+    backoff = float(2 ** (attempts + 1))
+    if error.retry_after is None:
+        return backoff
+    return max(backoff, min(error.retry_after, MAX_RETRY_AFTER))

@@ -27,7 +27,7 @@ from bot.cluster.milvus import MilvusClient, base_urls
 from bot.logs import redact
 from bot.notify import Notifier
 from bot.procedure import detect, flush, helm_path, operator_path, pods, verify, volumes
-from bot.procedure.classify import classify
+from bot.procedure.classify import classify, retry_delay
 from bot.procedure.context import Ctx, Limits
 from bot.procedure.outcome import Ask, Done, NotStartable, Outcome, Refusal, StepError, Temporary, Wait
 from bot.procedure.texts import checkpoint_body
@@ -422,7 +422,7 @@ class Engine:
         if isinstance(error, Temporary) and attempts < MAX_AUTO_RETRIES:
             upgrade, _ = self.store.update(upgrade.id, lambda u: setattr(u.step_state(name), "attempts", attempts + 1))
             log.warning("temporary failure, retrying: %s", error.reason, extra={"upgrade_id": upgrade.id})
-            self.runner.schedule(upgrade.id, delay=2 ** (attempts + 1))
+            self.runner.schedule(upgrade.id, delay=retry_delay(error, attempts))
             return False, upgrade
         if isinstance(error, Refusal) or name in ("detect", "preflight"):
             return False, self._fail(upgrade, name, error)
@@ -611,7 +611,7 @@ class Engine:
         if isinstance(error, Temporary) and attempts < MAX_AUTO_RETRIES:
             self.store.update(upgrade.id, lambda u: setattr(u.step_state("restore"), "attempts", attempts + 1))
             log.warning("restore: temporary failure, retrying: %s", reason, extra={"upgrade_id": upgrade.id})
-            self.runner.schedule(upgrade.id, delay=2 ** (attempts + 1))
+            self.runner.schedule(upgrade.id, delay=retry_delay(error, attempts))
             return
         log.warning("restore did not work: %s", reason, extra={"upgrade_id": upgrade.id})
 

@@ -49,7 +49,12 @@ class StepError(Exception):
 
 
 class Temporary(StepError):
-    """A passing failure (API 5xx/429, connection refused): retried automatically a few times."""
+    """A passing failure (API 5xx/429, connection refused): retried automatically a few times,
+    not sooner than ``retry_after`` seconds when the server said so (Retry-After)."""
+
+    def __init__(self, reason: str, details: str = "", retry_after: float | None = None) -> None:
+        super().__init__(reason, details)
+        self.retry_after = retry_after
 
 
 class Refusal(StepError):
