@@ -21,6 +21,7 @@ import redis
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.procedure import checkpoints
 from handlers.auth import Authorizer
 from handlers.commands import COMMAND, HELP, HelpCommand, StartCommand, UsageError, parse
 from state import decisions
@@ -193,7 +194,8 @@ def _change_for(action_id: str, value: dict[str, Any], user: str, second: bool) 
             return decisions.request_abort(upgrade, user)
         if checkpoint is None:
             return "That button is not one of mine."
-        return decisions.decide(upgrade, str(checkpoint), user, action_id == "upgrade_approve", second)
+        kinds = checkpoints.DESTRUCTIVE if second else ()
+        return decisions.decide(upgrade, str(checkpoint), user, action_id == "upgrade_approve", kinds)
 
     return change
 

@@ -8,6 +8,8 @@ Each function returns ``None`` when the decision was recorded, or the explanatio
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from state.model import (
     ACTIVE,
     APPROVED,
@@ -19,14 +21,16 @@ from state.model import (
     now,
 )
 
-DESTRUCTIVE = {"flush_done", "pvc_list", "reinstall", "restore"}
-
 
 def _who(user: str) -> str:
     return f"<@{user}>"
 
 
-def decide(upgrade: Upgrade, checkpoint_id: str, user: str, approve: bool, second_approver: bool) -> str | None:
+def decide(
+    upgrade: Upgrade, checkpoint_id: str, user: str, approve: bool, second_approver_for: Collection[str] = ()
+) -> str | None:
+    """Record ``user``'s decision; the starter may not approve a checkpoint whose kind is in
+    ``second_approver_for`` (the destructive kinds when a second approver is required)."""
     cp = upgrade.checkpoint(checkpoint_id)
     if cp is None:
         return "That checkpoint no longer exists."
@@ -35,7 +39,7 @@ def decide(upgrade: Upgrade, checkpoint_id: str, user: str, approve: bool, secon
         return f"This checkpoint was already {cp.decision}{by}."
     if upgrade.ended and cp.kind != "restore":
         return f"This upgrade has already {upgrade.state}."
-    if approve and second_approver and cp.kind in DESTRUCTIVE and user == upgrade.started_by:
+    if approve and cp.kind in second_approver_for and user == upgrade.started_by:
         return "You started this upgrade, so another operator must approve its destructive steps."
     cp.decision = APPROVED if approve else REJECTED
     cp.decided_by = user

@@ -21,11 +21,10 @@ from typing import Any
 import pytest
 from slack_sdk.errors import SlackApiError
 
-from bot import notify
+from bot import notify, views
 from bot.notify import Notifier, RetryLater
-from bot.procedure.engine import _want_checkpoint
-from bot.procedure.texts import checkpoint_body
-from handlers import views
+from bot.procedure import checkpoints
+from bot.procedure.checkpoints import checkpoint_body
 from sandbox.botproc import BotProcess
 from sandbox.slack import SlackClient
 from sandbox.slack.blocks import validate_blocks
@@ -126,7 +125,7 @@ def test_forty_long_pvc_names_are_all_in_the_checkpoint() -> None:
     upgrade, cp = _pvc_checkpoint(40)
     body = checkpoint_body(cp)
     assert len(body) > 3000
-    _, blocks = views.checkpoint(upgrade, cp, body)
+    _, blocks = checkpoints.message(upgrade, cp, body)
     assert validate_blocks(blocks) == []
     shown = _all_text(blocks)
     for p in cp.target["pvcs"] + cp.target["pvs"]:
@@ -136,7 +135,7 @@ def test_forty_long_pvc_names_are_all_in_the_checkpoint() -> None:
     assert len(confirm) <= 300
     assert "40 PVCs and 40 PVs" in confirm and "40 with reclaim policy Retain" in confirm
     assert "pvc-000" not in confirm
-    _, decided_blocks = views.decided(upgrade, cp, body)
+    _, decided_blocks = checkpoints.decided_message(upgrade, cp, body)
     assert validate_blocks(decided_blocks) == []
     assert all(p["name"] in _all_text(decided_blocks) for p in cp.target["pvcs"])
     assert views.body_fits(body)
@@ -146,12 +145,12 @@ def test_a_list_beyond_one_message_points_to_the_attached_file() -> None:
     upgrade, cp = _pvc_checkpoint(600, name_len=250)
     body = checkpoint_body(cp)
     assert not views.body_fits(body)
-    _, blocks = views.checkpoint(upgrade, cp, body)
+    _, blocks = checkpoints.message(upgrade, cp, body)
     assert validate_blocks(blocks) == []
     assert len(blocks) == views.MAX_MESSAGE_BLOCKS
     shown = _all_text(blocks)
     assert "pvc-000-" in shown and "more lines in the attached list" in shown
-    _want_checkpoint(upgrade, cp)
+    checkpoints.want(upgrade, cp)
     kinds = [(p.kind, p.key) for p in upgrade.thread]
     assert kinds == [("file", "file:pvc_list-1"), ("checkpoint", "cp:pvc_list-1")]
     listed = upgrade.thread[0].data["content"]

@@ -21,19 +21,18 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
+from bot import views
 from bot.cluster.helm import HelmCli
 from bot.cluster.kube import Kube, KubeError
 from bot.cluster.milvus import MilvusClient, base_urls
 from bot.logs import redact
 from bot.notify import Notifier
-from bot.procedure import detect, flush, helm_path, operator_path, pods, verify, volumes
+from bot.procedure import checkpoints, detect, flush, helm_path, operator_path, pods, verify, volumes
 from bot.procedure.classify import classify, retry_delay
 from bot.procedure.context import Ctx, Limits
 from bot.procedure.outcome import Ask, Done, NotStartable, Outcome, Refusal, StepError, Temporary, Wait
-from bot.procedure.texts import checkpoint_body
 from bot.procedure.thread import Thread
 from bot.settings import Settings, SettingsError
-from handlers import views
 from state import model
 from state.model import (
     ABORTED,
@@ -406,7 +405,7 @@ class Engine:
             )
             u.checkpoints.append(cp)
             u.step_state(name).status = WAITING
-            _want_checkpoint(u, cp)
+            checkpoints.want(u, cp)
             return cp
 
         upgrade, _ = self.store.update(upgrade.id, add)
@@ -508,7 +507,7 @@ class Engine:
                     id="restore-1", kind="restore", step="restore", created_at=model.now(), target=restore_target
                 )
                 u.checkpoints.append(cp)
-                _want_checkpoint(u, cp)
+                checkpoints.want(u, cp)
 
         upgrade, _ = self.store.update(upgrade.id, end)
         self._refresh_root(upgrade)
@@ -627,7 +626,7 @@ class Engine:
             )
             u.checkpoints.append(again)
             u.want(Post(key=f"note:restore_error:{cp.id}", kind="note", text=f"⚠️ Restore did not work: {reason}"))
-            _want_checkpoint(u, again)
+            checkpoints.want(u, again)
 
         upgrade, _ = self.store.update(upgrade.id, fail)
         self.thread.reconcile(upgrade)
@@ -674,15 +673,6 @@ class Engine:
         self.thread.reconcile(upgrade)
 
 
-def _want_checkpoint(u: Upgrade, cp: Checkpoint) -> None:
-    """Record the checkpoint's message; a list too long for one message goes before it as a file."""
-    body = checkpoint_body(cp)
-    if not views.body_fits(body):
-        data = {"filename": f"{cp.id}.txt", "content": body, "title": f"Checkpoint {cp.id}: the full list"}
-        u.want(Post(key=f"file:{cp.id}", kind="file", text=f"The full list of checkpoint `{cp.id}`.", data=data))
-    u.want(Post(key=f"cp:{cp.id}", kind="checkpoint", data={"checkpoint": cp.id}))
-
-
 def _close_error(u: Upgrade, outcome: str, by: str | None) -> None:
     """Record that the open error message must show ``outcome`` instead of its buttons."""
     open_error = u.facts.pop("open_error", None)
@@ -691,4 +681,4 @@ def _close_error(u: Upgrade, outcome: str, by: str | None) -> None:
         post.data["closed"] = {"outcome": outcome, "by": by}
 
 
-__all__ = ["Engine", "checkpoint_body", "classify", "run_job"]
+__all__ = ["Engine", "classify", "run_job"]

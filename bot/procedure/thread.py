@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bot import views
 from bot.notify import Notifier, RetryLater
-from bot.procedure.texts import checkpoint_body
-from handlers import views
+from bot.procedure import checkpoints
 from state.model import Post, Upgrade
 from state.store import UpgradeStore
 
@@ -101,8 +101,8 @@ class Thread:
             cp = upgrade.checkpoint(post.data["checkpoint"])
             assert cp is not None, post.key
             if cp.decision is not None:
-                return (*views.decided(upgrade, cp, checkpoint_body(cp)), True)
-            return (*views.checkpoint(upgrade, cp, checkpoint_body(cp)), False)
+                return (*checkpoints.decided_message(upgrade, cp, checkpoints.checkpoint_body(cp)), True)
+            return (*checkpoints.message(upgrade, cp, checkpoints.checkpoint_body(cp)), False)
         if post.kind == "error":
             d = post.data
             if "closed" in d:
