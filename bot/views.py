@@ -128,7 +128,7 @@ def status_line(u: Upgrade) -> str:
     if u.state == FAILED:
         return "Upgrade failed"
     if u.state == ABORTED:
-        return "Upgrade aborted; previous release restored" if u.facts.get("restore") else "Upgrade aborted"
+        return "Upgrade aborted; previous release restored" if u.facts.restore else "Upgrade aborted"
     if u.state == CHECKING:
         return "Checking the installation"
     title = STEP_TITLES.get(u.step, u.step)
@@ -195,7 +195,7 @@ def error(
     blocks.append(
         {
             "type": "actions",
-            "block_id": block_id or f"err:{step}:{len(u.facts.get('retries', []))}",
+            "block_id": block_id or f"err:{step}:{len(u.facts.retries)}",
             "elements": [
                 button("Retry", "upgrade_retry", value, "primary"),
                 button("Abort", "upgrade_abort", value),

@@ -56,7 +56,7 @@ def request_retry(upgrade: Upgrade, step: str, user: str) -> str | None:
     state.status = RUNNING
     state.error = None
     upgrade.state = ACTIVE
-    upgrade.facts.setdefault("retries", []).append({"step": step, "by": user, "at": now()})
+    upgrade.facts.retries.append({"step": step, "by": user, "at": now()})
     return None
 
 
@@ -66,5 +66,5 @@ def request_abort(upgrade: Upgrade, user: str) -> str | None:
         return f"This upgrade has already {upgrade.state}."
     if upgrade.state != BLOCKED:
         return "The upgrade is not stopped on an error; use Abort on its open checkpoint."
-    upgrade.facts["abort_requested"] = {"by": user, "at": now()}
+    upgrade.facts.abort_requested = {"by": user, "at": now()}
     return None

@@ -78,6 +78,85 @@ class Post:
 
 
 @dataclass
+class Facts:
+    """What both paths learn and keep: the plan, the flushes, the backup, and the engine's own
+    bookkeeping (retries, the open error, an abort asked from an error message, the restore)."""
+
+    release: dict[str, Any] = field(default_factory=dict)  # chart/Milvus/operator versions seen by preflight
+    databases: dict[str, list[str]] = field(default_factory=dict)  # collections of each database, at preflight
+    pvcs: list[dict[str, Any]] = field(default_factory=list)  # Pulsar V2 PVCs seen by preflight
+    pvs: list[dict[str, Any]] = field(default_factory=list)  # the PVs bound to them
+    flush: dict[str, Any] = field(default_factory=dict)  # the flush before the first checkpoint
+    final_flush: dict[str, Any] | None = None  # the flush after writers were stopped
+    backup_secret: str | None = None  # the Secret that holds the saved values or manifest
+    deadlines: dict[str, dict[str, Any]] = field(default_factory=dict)  # pod waits: {key: {attempt, at}}
+    retries: list[dict[str, Any]] = field(default_factory=list)  # Retry clicks: {step, by, at}
+    open_error: dict[str, Any] | None = None  # the step error showing Retry/Abort: {step, reason, key}
+    abort_requested: dict[str, Any] | None = None  # Abort clicked on an error message: {by, at}
+    restore: str | None = None  # what the restore after an abort did
+
+
+@dataclass
+class HelmState:
+    """The Helm path's own progress marks ("I am about to" and "done" facts)."""
+
+    reinstall_plan: dict[str, Any] = field(default_factory=dict)  # chart, version, values diff
+    helm_running: dict[str, Any] | None = None  # a helm command started and not seen to end: {step, command, at}
+    uninstalled: float | None = None
+    pvc_delete_started: float | None = None
+    pvcs_deleted: str | None = None
+    reinstall_started: float | None = None
+
+
+@dataclass
+class OperatorState:
+    """The milvus-operator path's own progress marks."""
+
+    kept_pvcs: list[dict[str, Any]] = field(default_factory=list)  # etcd/MinIO PVCs that must survive
+    cr_delete_started: float | None = None
+    cr_deleted: str | None = None
+
+
+# Which typed state each fact belongs to (each name is in one class only); also where each key of
+# the untyped ``facts`` of records written before these classes existed goes.
+_LEGACY_FACTS: dict[str, str] = {
+    **{f.name: "facts" for f in dataclasses.fields(Facts)},
+    **{f.name: "helm" for f in dataclasses.fields(HelmState)},
+    **{f.name: "operator" for f in dataclasses.fields(OperatorState)},
+}
+assert len(_LEGACY_FACTS) == sum(len(dataclasses.fields(c)) for c in (Facts, HelmState, OperatorState))
+
+
+def assign_facts(u: Upgrade, values: dict[str, Any]) -> None:
+    """Set each named field on the typed state it belongs to (``Facts``, ``HelmState``, ``OperatorState``)."""
+    unknown = sorted(set(values) - set(_LEGACY_FACTS))
+    if unknown:
+        raise TypeError(f"no such fact: {', '.join(unknown)}")
+    for key, value in values.items():
+        setattr(getattr(u, _LEGACY_FACTS[key]), key, value)
+
+
+def _typed(cls: type[Any], data: dict[str, Any]) -> Any:
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _split_legacy_facts(data: dict[str, Any]) -> None:
+    """A record written before typed state (no ``helm`` key) kept every fact as a string key of
+    one ``facts`` dict: put each where it lives now, so an upgrade under way when the bot itself
+    was upgraded carries on."""
+    if "helm" in data:
+        return
+    parts: dict[str, dict[str, Any]] = {"facts": {}, "helm": {}, "operator": {}}
+    for key, value in (data.get("facts") or {}).items():
+        if key.endswith("_deadline"):  # pod waits kept their deadline as "<key>_deadline"
+            parts["facts"].setdefault("deadlines", {})[key.removesuffix("_deadline")] = value
+        elif key in _LEGACY_FACTS:
+            parts[_LEGACY_FACTS[key]][key] = value
+    data.update(parts)
+
+
+@dataclass
 class Upgrade:
     id: str
     release: str
@@ -91,7 +170,9 @@ class Upgrade:
     step: str = "detect"
     steps: dict[str, StepState] = field(default_factory=dict)
     checkpoints: list[Checkpoint] = field(default_factory=list)
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: Facts = field(default_factory=Facts)
+    helm: HelmState = field(default_factory=HelmState)
+    operator: OperatorState = field(default_factory=OperatorState)
     saved: dict[str, Any] | None = None
     posted: dict[str, str] = field(default_factory=dict)
     thread: list[Post] = field(default_factory=list)
@@ -157,5 +238,9 @@ class Upgrade:
         data["steps"] = {k: StepState(**v) for k, v in data.get("steps", {}).items()}
         data["checkpoints"] = [Checkpoint(**c) for c in data.get("checkpoints", [])]
         data["thread"] = [Post(**p) for p in data.get("thread", [])]
+        _split_legacy_facts(data)
+        data["facts"] = _typed(Facts, data.get("facts") or {})
+        data["helm"] = _typed(HelmState, data.get("helm") or {})
+        data["operator"] = _typed(OperatorState, data.get("operator") or {})
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})

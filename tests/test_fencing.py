@@ -38,12 +38,12 @@ def job(upgrade_id: str) -> None:
     store = STORES[upgrade_id]
     fence = current_fence()
     assert fence is not None, "a runner job always runs inside a fence"
-    store.update(upgrade_id, lambda u: u.facts.setdefault("writes", []).append(f"{fence.token}:first"))
+    store.update(upgrade_id, lambda u: u.facts.retries.append({"by": f"{fence.token}:first"}))
     if GATES.get(upgrade_id):
         STARTED[upgrade_id].pop(0).set()
         GATES[upgrade_id].pop(0).wait(30)
     try:
-        store.update(upgrade_id, lambda u: u.facts.setdefault("writes", []).append(f"{fence.token}:late"))
+        store.update(upgrade_id, lambda u: u.facts.retries.append({"by": f"{fence.token}:late"}))
     except LeaseLost:
         RESULTS[upgrade_id].append((fence.token, "refused"))
         raise
@@ -130,11 +130,12 @@ def test_stale_runner_write_is_refused_and_the_new_holder_writes(
     assert first._run_fenced(lambda: pytest.fail("a runner without the lease ran a job")) == []
 
     record = STORES[upgrade_id].get(upgrade_id)
-    assert record.facts["writes"] == [f"{t1}:first", f"{t1 + 1}:first", f"{t1 + 1}:late"]
+    writes = [r["by"] for r in record.facts.retries]  # each job's writes, in record order
+    assert writes == [f"{t1}:first", f"{t1 + 1}:first", f"{t1 + 1}:late"]
 
     # A person's click (outside any runner job) is recorded whoever holds the lease.
-    STORES[upgrade_id].update(upgrade_id, lambda u: u.facts.__setitem__("clicked_by", "U0BOB"))
-    assert STORES[upgrade_id].get(upgrade_id).facts["clicked_by"] == "U0BOB"
+    STORES[upgrade_id].update(upgrade_id, lambda u: setattr(u.facts, "abort_requested", {"by": "U0BOB"}))
+    assert STORES[upgrade_id].get(upgrade_id).facts.abort_requested == {"by": "U0BOB"}
 
 
 def test_token_change_inside_the_compare_and_set_is_caught(client: redis.Redis, upgrade_id: str) -> None:
@@ -145,15 +146,15 @@ def test_token_change_inside_the_compare_and_set_is_caught(client: redis.Redis, 
     def change(u: Upgrade) -> None:
         # Another runner acquires the lease between this writer's read and its write.
         client.incr(keys.RUNNER_TOKEN)
-        u.facts["stale"] = True
+        u.reason = "stale"
 
     with fenced(Fence(7, lost.append)), pytest.raises(LeaseLost, match="token 7, Redis has 8"):
         store.update(upgrade_id, change)
     assert lost == [7]
-    assert "stale" not in store.get(upgrade_id).facts
+    assert store.get(upgrade_id).reason != "stale"
     with fenced(Fence(8)):
-        store.update(upgrade_id, lambda u: u.facts.__setitem__("fresh", True))
-    assert store.get(upgrade_id).facts["fresh"] is True
+        store.update(upgrade_id, lambda u: setattr(u, "reason", "fresh"))
+    assert store.get(upgrade_id).reason == "fresh"
     with fenced(Fence(7)), pytest.raises(LeaseLost):
         store.discard(upgrade_id)
     assert store.find(upgrade_id) is not None

@@ -15,7 +15,7 @@ from bot.cluster.helm import HelmCli
 from bot.cluster.kube import Kube
 from bot.cluster.milvus import MilvusClient
 from bot.settings import Settings
-from state.model import Upgrade
+from state.model import Facts, Upgrade, assign_facts
 
 
 @dataclass
@@ -49,15 +49,18 @@ class Ctx:
         return self.upgrade.namespace
 
     @property
-    def facts(self) -> dict[str, Any]:
+    def facts(self) -> Facts:
+        """What both paths keep (typed); each path's own marks are ``upgrade.helm`` / ``upgrade.operator``."""
         return self.upgrade.facts
 
     def record(self, change: Callable[[Upgrade], None]) -> None:
         """Write to the upgrade record in Redis now (before acting on it) and refresh ``upgrade``."""
         self.upgrade = self._record(change)
 
-    def set_facts(self, **facts: Any) -> None:
-        self.record(lambda u: u.facts.update(facts))
+    def set_facts(self, **values: Any) -> None:
+        """Write fields of ``Facts``, ``HelmState`` or ``OperatorState`` (each name belongs to one
+        of them) in one atomic record write; an unknown name is a TypeError, never a new key."""
+        self.record(lambda u: assign_facts(u, values))
 
     def say(self, key: str, text: str) -> None:
         """Post ``text`` into the upgrade's thread once for ``key``."""

@@ -42,6 +42,6 @@ def detect(ctx: Ctx) -> Done:
     mode = requested or ("helm" if release is not None else "operator")
     ctx.record(lambda u: setattr(u, "mode", mode))
     if mode == "operator":
-        return Done("Milvus resource managed by milvus-operator", {"mode": mode})
+        return Done("Milvus resource managed by milvus-operator")
     assert release is not None
-    return Done(f"Helm release, chart {release.chart_name}-{release.chart_version}", {"mode": mode})
+    return Done(f"Helm release, chart {release.chart_name}-{release.chart_version}")

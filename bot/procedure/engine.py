@@ -353,7 +353,6 @@ class Engine:
                 None,
                 0,
             )
-            u.facts.update(outcome.facts)
             if name == "detect":
                 u.state, u.root_wanted = ACTIVE, True
             if nxt is None or (u.dry_run and name == "preflight"):
@@ -375,7 +374,7 @@ class Engine:
         upgrade, _ = self.store.update(upgrade.id, finish)
         if name == "preflight":
             path = operator_path if upgrade.mode == "operator" else helm_path
-            self._say(upgrade.id, "plan", path.plan_text(upgrade.facts, upgrade.release, upgrade.namespace))
+            self._say(upgrade.id, "plan", path.plan_text(upgrade))
         if upgrade.ended:
             self._refresh_root(upgrade)
             self._say(upgrade.id, "end", f"🎉 {views.status_line(upgrade)}. {upgrade.reason}")
@@ -434,10 +433,10 @@ class Engine:
             st = u.step_state(name)
             st.status, st.error, st.attempts = ERROR, reason, 0
             u.state = BLOCKED
-            key = f"err:{name}:{len(u.facts.get('retries', []))}"
+            key = f"err:{name}:{len(u.facts.retries)}"
             data = {"step": name, "reason": reason, "details": details, "block_id": key}
             u.want(Post(key=key, kind="error", data=data))
-            u.facts["open_error"] = {"step": name, "reason": reason, "key": key}
+            u.facts.open_error = {"step": name, "reason": reason, "key": key}
 
         upgrade, _ = self.store.update(upgrade.id, block)
         upgrade, _ = self.thread.reconcile(upgrade)
@@ -470,11 +469,11 @@ class Engine:
     # ------------------------------------------------------------------ decisions, abort, restore
     def _sync_decisions(self, upgrade: Upgrade) -> Upgrade:
         """Record that a retried error is closed, then show every decision (buttons gone, who and when)."""
-        open_error = upgrade.facts.get("open_error")
+        open_error = upgrade.facts.open_error
         if open_error and upgrade.state != BLOCKED:
 
             def close(u: Upgrade) -> None:
-                retry = (u.facts.get("retries") or [{}])[-1]
+                retry = (u.facts.retries or [{}])[-1]
                 _close_error(u, "Retry requested", retry.get("by"))
 
             upgrade, _ = self.store.update(upgrade.id, close)
@@ -483,7 +482,7 @@ class Engine:
 
     def _abort_if_asked(self, upgrade: Upgrade) -> bool:
         rejected = next((c for c in upgrade.checkpoints if c.decision == REJECTED and c.kind != "restore"), None)
-        asked = upgrade.facts.get("abort_requested") or {}
+        asked = upgrade.facts.abort_requested or {}
         if rejected is None and not asked:
             return False
         by = rejected.decided_by if rejected is not None else asked.get("by")
@@ -516,7 +515,7 @@ class Engine:
     def _restore_offer(self, upgrade: Upgrade) -> dict[str, Any] | None:
         if upgrade.mode == "operator":
             return self._restore_offer_operator(upgrade)
-        if upgrade.saved is None or not upgrade.facts.get("uninstalled") or upgrade.facts.get("pvc_delete_started"):
+        if upgrade.saved is None or not upgrade.helm.uninstalled or upgrade.helm.pvc_delete_started:
             return None
         ctx = self._ctx(upgrade)
         try:
@@ -535,7 +534,7 @@ class Engine:
 
     def _restore_offer_operator(self, upgrade: Upgrade) -> dict[str, Any] | None:
         """After the resource was deleted, offer to re-create the original manifest (Pulsar V2)."""
-        if upgrade.saved is None or not upgrade.facts.get("cr_delete_started"):
+        if upgrade.saved is None or not upgrade.operator.cr_delete_started:
             return None
         try:
             if self.kube.get_milvus(upgrade.namespace, upgrade.release) is not None:
@@ -546,9 +545,9 @@ class Engine:
 
     @staticmethod
     def _abort_state(upgrade: Upgrade, restorable: bool) -> str:
-        cm = upgrade.facts.get("backup_secret")
+        cm = upgrade.facts.backup_secret
         if upgrade.mode == "operator":
-            if not upgrade.facts.get("cr_delete_started"):
+            if not upgrade.operator.cr_delete_started:
                 return "The Milvus resource was not touched; nothing was deleted."
             if restorable:
                 return (
@@ -556,7 +555,7 @@ class Engine:
                     "re-created as it was (Pulsar V2)."
                 )
             return f"The Milvus resource's manifest is saved in Secret `{cm}`."
-        if not upgrade.facts.get("uninstalled"):
+        if not upgrade.helm.uninstalled:
             return "Milvus was not stopped; nothing was deleted."
         if restorable:
             return "Milvus is uninstalled; the Pulsar V2 volumes still exist, so the previous release can be restored."
@@ -572,7 +571,7 @@ class Engine:
         (a crash mid-restore is resumed by whichever runner is active then); restore itself looks
         at the world first, so running it again is harmless."""
         cp = upgrade.latest_checkpoint("restore")
-        if cp is None or cp.decision != APPROVED or upgrade.facts.get("restore"):
+        if cp is None or cp.decision != APPROVED or upgrade.facts.restore:
             return
 
         def start(u: Upgrade) -> None:
@@ -595,7 +594,7 @@ class Engine:
         def done(u: Upgrade) -> None:
             st = u.step_state("restore")
             st.status, st.ended_at, st.summary = DONE, model.now(), result
-            u.facts["restore"] = result
+            u.facts.restore = result
             u.reason += f" Restored: {result}."
 
         upgrade, _ = self.store.update(upgrade.id, done)
@@ -675,7 +674,7 @@ class Engine:
 
 def _close_error(u: Upgrade, outcome: str, by: str | None) -> None:
     """Record that the open error message must show ``outcome`` instead of its buttons."""
-    open_error = u.facts.pop("open_error", None)
+    open_error, u.facts.open_error = u.facts.open_error, None
     post = u.post(open_error["key"]) if open_error else None
     if post is not None and "closed" not in post.data:
         post.data["closed"] = {"outcome": outcome, "by": by}

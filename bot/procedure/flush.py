@@ -51,7 +51,7 @@ def flush_text(summary: dict[str, Any]) -> str:
 def flush(ctx: Ctx) -> Done | Ask:
     cp = ctx.upgrade.latest_checkpoint("flush_done")
     if cp is not None and cp.decision == APPROVED:
-        return Done(_summary(ctx.facts.get("flush", {})))
+        return Done(_summary(ctx.facts.flush))
     summary = run_flush(ctx)
     ctx.set_facts(flush=summary)
     target = {"release": ctx.release, "namespace": ctx.namespace, "flush": summary}

@@ -24,7 +24,7 @@ from bot.procedure.flush import flush_text, run_flush
 from bot.procedure.outcome import Ask, Done, Refusal, StepError
 from bot.procedure.shared import BACKUP_SUFFIX, access_problems, databases_text, milvus_inventory, write_backup
 from bot.procedure.volumes import list_volumes, volumes_text
-from state.model import now
+from state.model import Upgrade, now
 
 FIRST_PULSARV3_CHART = (4, 2, 21)
 PULSARV3_DEFAULT_CHART = (4, 2, 27)
@@ -199,9 +199,9 @@ def preflight(ctx: Ctx) -> Done:
     )
 
 
-def plan_text(ctx_facts: dict[str, Any], release: str, namespace: str) -> str:
-    rel = ctx_facts.get("release", {})
-    plan = ctx_facts.get("reinstall_plan", {})
+def plan_text(u: Upgrade) -> str:
+    release, namespace = u.release, u.namespace
+    rel, plan = u.facts.release, u.helm.reinstall_plan
     return (
         f"*Plan for `{release}` in `{namespace}`* (chart {rel.get('chart_version')}, Milvus {rel.get('app_version')})\n"
         "1. Flush every database and collection into object storage, then *checkpoint*.\n"
@@ -214,8 +214,8 @@ def plan_text(ctx_facts: dict[str, Any], release: str, namespace: str) -> str:
         f"Runs with helm {plan.get('helm', '?')}; the reinstall and a restore were rendered with it first.\n"
         "⚠️ *Milvus is down from the uninstall until the new pods are Ready* (minutes; longer with more data).\n"
         "⚠️ *Every client must stop writing before you approve the first checkpoint*: writes after the flush are lost.\n"
-        f"*Databases and collections*\n{databases_text(ctx_facts.get('databases', {}))}\n"
-        f"*Volumes that will be deleted*\n{volumes_text(ctx_facts.get('pvcs', []), ctx_facts.get('pvs', []))}"
+        f"*Databases and collections*\n{databases_text(u.facts.databases)}\n"
+        f"*Volumes that will be deleted*\n{volumes_text(u.facts.pvcs, u.facts.pvs)}"
     )
 
 
@@ -279,7 +279,7 @@ def clear_interrupted(ctx: Ctx, step: str) -> HelmRelease | None:
     release = find_release(secrets, ctx.release)
     if release is None or release.status not in PENDING:
         return release
-    mark = ctx.facts.get("helm_running") or {}
+    mark = ctx.upgrade.helm.helm_running or {}
     if mark.get("step") != step:
         raise StepError(
             f"the release is `{release.status}` (revision {release.revision}): a helm operation that this upgrade "
@@ -304,7 +304,7 @@ def clear_interrupted(ctx: Ctx, step: str) -> HelmRelease | None:
 
 
 def uninstall(ctx: Ctx) -> Done:
-    if ctx.upgrade.saved is None or not ctx.facts.get("backup_secret"):
+    if ctx.upgrade.saved is None or not ctx.facts.backup_secret:
         raise StepError("the values are not saved durably yet; refusing to uninstall")
     release = helm_release(ctx)
     if release is not None and release.status != "uninstalled":
@@ -321,7 +321,7 @@ def reinstall_target(ctx: Ctx) -> dict[str, Any]:
     saved = ctx.upgrade.saved or {}
     before = saved.get("values", {})
     after = with_pulsar_v3(before)
-    plan = ctx.facts.get("reinstall_plan", {})
+    plan = ctx.upgrade.helm.reinstall_plan
     return {
         "release": ctx.release,
         "namespace": ctx.namespace,

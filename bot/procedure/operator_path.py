@@ -23,7 +23,7 @@ from bot.procedure.outcome import Ask, Done, Refusal, StepError, Wait
 from bot.procedure.pods import wait_ready
 from bot.procedure.shared import BACKUP_SUFFIX, access_problems, databases_text, milvus_inventory, write_backup
 from bot.procedure.volumes import delete_bound_pvs, list_volumes, pulsar_v2_selector, volumes_text
-from state.model import APPROVED, now
+from state.model import APPROVED, Upgrade, now
 
 JSON = dict[str, Any]
 MIN_OPERATOR = (1, 1, 2)
@@ -149,9 +149,10 @@ def preflight(ctx: Ctx) -> Done:
     )
 
 
-def plan_text(facts: JSON, release: str, namespace: str) -> str:
-    kept = ", ".join(f"`{p['name']}`" for p in facts.get("kept_pvcs", [])) or "none"
-    version = facts.get("release", {}).get("app_version")
+def plan_text(u: Upgrade) -> str:
+    release, namespace = u.release, u.namespace
+    kept = ", ".join(f"`{p['name']}`" for p in u.operator.kept_pvcs) or "none"
+    version = u.facts.release.get("app_version")
     return (
         f"*Plan for Milvus resource `{release}` in `{namespace}`* (Milvus {version}, milvus-operator)\n"
         "1. Flush every database and collection into object storage, then *checkpoint*.\n"
@@ -163,8 +164,8 @@ def plan_text(facts: JSON, release: str, namespace: str) -> str:
         "5. Wait for status Healthy and every pod Ready, then verify.\n"
         "⚠️ *Milvus is down from the deletion until the new pods are Ready*.\n"
         "⚠️ *Every client must stop writing before you approve the first checkpoint*: writes after the flush are lost.\n"
-        f"*Databases and collections*\n{databases_text(facts.get('databases', {}))}\n"
-        f"*Volumes the operator will delete*\n{volumes_text(facts.get('pvcs', []), facts.get('pvs', []))}\n"
+        f"*Databases and collections*\n{databases_text(u.facts.databases)}\n"
+        f"*Volumes the operator will delete*\n{volumes_text(u.facts.pvcs, u.facts.pvs)}\n"
         f"*Volumes kept (etcd, MinIO)*: {kept}"
     )
 
@@ -209,10 +210,10 @@ def _ask_pvcs(ctx: Ctx, pvcs: list[JSON], pvs: list[JSON], note: str = "") -> As
 
 
 def delete_cr(ctx: Ctx) -> Done | Ask | Wait:
-    if ctx.facts.get("cr_deleted"):
-        return Done(ctx.facts["cr_deleted"])
+    if ctx.upgrade.operator.cr_deleted:
+        return Done(ctx.upgrade.operator.cr_deleted)
     cr = ctx.kube.get_milvus(ctx.namespace, ctx.release)
-    if cr is not None and not ctx.facts.get("cr_delete_started"):
+    if cr is not None and not ctx.upgrade.operator.cr_delete_started:
         pvcs, pvs = list_volumes(ctx)
         cp = ctx.upgrade.latest_checkpoint("pvc_list")
         if cp is None or cp.decision != APPROVED:
@@ -267,7 +268,7 @@ def _delete(ctx: Ctx) -> None:
 
 def _follow(ctx: Ctx, resource_version: str) -> Wait:
     """Watch the CR through Deleting until it is gone (a chunk at a time)."""
-    deadline = ctx.facts["cr_delete_started"] + ctx.limits.pods_timeout
+    deadline = (ctx.upgrade.operator.cr_delete_started or time.time()) + ctx.limits.pods_timeout
     if time.time() > deadline:
         raise StepError(f"the Milvus resource is still being deleted after {ctx.limits.pods_timeout:g}s")
     if dig(ctx.kube.get_milvus(ctx.namespace, ctx.release), "status", "status") == "Deleting":
@@ -289,10 +290,10 @@ def _after_gone(ctx: Ctx) -> Done | Wait:
     pulsar = ctx.kube.list_pvcs(ctx.namespace, pulsar_v2_selector(ctx))
     left = [p["metadata"]["name"] for p in pulsar if p["metadata"]["name"] in approved]
     if left:
-        if time.time() > ctx.facts["cr_delete_started"] + ctx.limits.pvc_gone_timeout:
+        if time.time() > (ctx.upgrade.operator.cr_delete_started or time.time()) + ctx.limits.pvc_gone_timeout:
             raise StepError(f"the operator did not delete these Pulsar PVCs: {', '.join(left)}")
         return Wait(min(1.0, ctx.settings.poll_interval_seconds), f"waiting for {len(left)} Pulsar PVCs to go")
-    kept_before = {p["name"]: p["uid"] for p in ctx.facts.get("kept_pvcs", [])}
+    kept_before = {p["name"]: p["uid"] for p in ctx.upgrade.operator.kept_pvcs}
     kept_now = {p["name"]: p["uid"] for p in list_kept(ctx)}
     lost = [n for n, uid in kept_before.items() if kept_now.get(n) != uid]
     if lost:
@@ -380,11 +381,11 @@ def verify_images(ctx: Ctx) -> list[str]:
         for c in dig(pod, "spec", "containers") or []:
             if "pulsar:3." not in c.get("image", ""):
                 problems.append(f"pod {pod['metadata']['name']} runs {c.get('image')}, not Pulsar V3")
-    old = {p["uid"] for p in ctx.facts.get("pvcs", [])}
+    old = {p["uid"] for p in ctx.facts.pvcs}
     now_pvcs = ctx.kube.list_pvcs(ctx.namespace, f"app=pulsar,release={ctx.release}-pulsar")
     if any(p["metadata"]["uid"] in old for p in now_pvcs):
         problems.append("a Pulsar V2 PVC still exists")
-    kept_before = {p["name"]: p["uid"] for p in ctx.facts.get("kept_pvcs", [])}
+    kept_before = {p["name"]: p["uid"] for p in ctx.upgrade.operator.kept_pvcs}
     kept_now = {p["name"]: p["uid"] for p in list_kept(ctx)}
     if kept_before != kept_now:
         problems.append("the etcd/MinIO PVCs changed")

@@ -7,7 +7,7 @@ StepError                 a person must act (shown with a Retry button)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -16,7 +16,6 @@ class Done:
     """The step is complete; ``summary`` is its one-line result for the root message."""
 
     summary: str = ""
-    facts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

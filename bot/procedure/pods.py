@@ -60,11 +60,11 @@ def pod_table(pods: dict[str, JSON]) -> str:
 
 
 def wait_ready(ctx: Ctx, pulsar_app: str, key: str) -> Done | Wait:
-    attempt = len(ctx.facts.get("retries", []))
-    deadline_info = ctx.facts.get(f"{key}_deadline")
+    attempt = len(ctx.facts.retries)
+    deadline_info = ctx.facts.deadlines.get(key)
     if not deadline_info or deadline_info.get("attempt") != attempt:
-        deadline_info = {"attempt": attempt, "at": time.time() + ctx.limits.pods_timeout}
-        ctx.set_facts(**{f"{key}_deadline": deadline_info})
+        info = deadline_info = {"attempt": attempt, "at": time.time() + ctx.limits.pods_timeout}
+        ctx.record(lambda u: u.facts.deadlines.__setitem__(key, info))
     groups = expected_groups(ctx, pulsar_app)
     pods, rv = ctx.kube.pods_resource_version(ctx.namespace, "")
     mine = _of_release(ctx, pods)

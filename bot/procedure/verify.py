@@ -24,7 +24,7 @@ def verify(ctx: Ctx) -> Done:
         if not ok:
             raise Temporary(f"Milvus /healthz is not OK yet: {detail}")
         missing = []
-        for db, before in ctx.facts.get("databases", {}).items():
+        for db, before in ctx.facts.databases.items():
             after = set(client.list_collections(db))
             missing += [f"{db}.{c}" for c in before if c not in after]
     except MilvusHttpError as err:
@@ -45,5 +45,5 @@ def verify(ctx: Ctx) -> Done:
         raise StepError("; ".join(problems))
     if ctx.upgrade.downtime_ended_at is None:
         ctx.record(lambda u: setattr(u, "downtime_ended_at", now()))
-    dbs = ctx.facts.get("databases", {})
+    dbs = ctx.facts.databases
     return Done(f"healthy; {len(dbs)} databases and {sum(len(c) for c in dbs.values())} collections all present")

@@ -66,13 +66,13 @@ def volumes_text(pvcs: list[JSON], pvs: list[JSON]) -> str:
 
 
 def delete_pvcs(ctx: Ctx) -> Done | Ask | Wait:
-    done = ctx.facts.get("pvcs_deleted")
+    done = ctx.upgrade.helm.pvcs_deleted
     if done is not None:
         return Done(done)
     pvcs, pvs = list_volumes(ctx)
     current = {p["name"] for p in pvcs}
     cp = ctx.upgrade.latest_checkpoint("pvc_list")
-    started = ctx.facts.get("pvc_delete_started")
+    started = ctx.upgrade.helm.pvc_delete_started
     if cp is None or cp.decision != APPROVED:
         if not pvcs:
             return Done("no Pulsar V2 PVCs were left to delete")
@@ -126,7 +126,7 @@ def _after_delete(ctx: Ctx, target: JSON, remaining: set[str], extra: set[str]) 
     listed = {p["metadata"]["name"] for p in ctx.kube.list_pvcs(ctx.namespace, pulsar_v2_selector(ctx))}
     still = sorted(remaining & listed)
     if still:
-        deadline = ctx.facts["pvc_delete_started"] + ctx.limits.pvc_gone_timeout
+        deadline = (ctx.upgrade.helm.pvc_delete_started or time.time()) + ctx.limits.pvc_gone_timeout
         if time.time() > deadline:
             raise StepError(
                 f"these PVCs are still terminating after {ctx.limits.pvc_gone_timeout:g}s: {', '.join(still)}",
