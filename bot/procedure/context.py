@@ -14,6 +14,7 @@ from typing import Any
 from bot.cluster.helm import HelmCli
 from bot.cluster.kube import Kube
 from bot.cluster.milvus import MilvusClient
+from bot.procedure.path import Path
 from bot.settings import Settings
 from state.model import Facts, Upgrade, assign_facts
 
@@ -36,6 +37,7 @@ class Ctx:
     helm: HelmCli
     milvus: Callable[[str, str], MilvusClient]
     limits: Limits
+    path: Path
     _record: Callable[[Callable[[Upgrade], None]], Upgrade]
     _say: Callable[[str, str], None]
     _upload: Callable[[str, str, str, str, str], None]

@@ -23,14 +23,15 @@ from slack_sdk.errors import SlackApiError
 
 from bot import views
 from bot.cluster.helm import HelmCli
-from bot.cluster.kube import Kube, KubeError
+from bot.cluster.kube import Kube
 from bot.cluster.milvus import MilvusClient, base_urls
 from bot.logs import redact
 from bot.notify import Notifier
-from bot.procedure import checkpoints, detect, flush, helm_path, operator_path, pods, verify, volumes
+from bot.procedure import checkpoints
 from bot.procedure.classify import classify, retry_delay
 from bot.procedure.context import Ctx, Limits
 from bot.procedure.outcome import Ask, Done, NotStartable, Outcome, Refusal, StepError, Temporary, Wait
+from bot.procedure.paths import path_for, visible_steps
 from bot.procedure.thread import Thread
 from bot.settings import Settings, SettingsError
 from state import model
@@ -64,28 +65,6 @@ OUTPUT_RETRY_SECONDS = 3.0  # when Slack did not take a message, run the upgrade
 RESTORE_WATCHDOG_SECONDS = 10.0  # a durable run queued this far ahead resumes a restore whose process died
 NOT_IN_CHANNEL = ("not_in_channel", "channel_not_found", "is_archived", "restricted_action")
 
-StepFn = Callable[[Ctx], Outcome]
-HELM_STEPS: list[tuple[str, StepFn]] = [
-    ("detect", detect.detect),
-    ("preflight", helm_path.preflight),
-    ("flush", flush.flush),
-    ("backup", helm_path.backup),
-    ("uninstall", helm_path.uninstall),
-    ("delete_pvcs", volumes.delete_pvcs),
-    ("reinstall", helm_path.reinstall),
-    ("wait", lambda ctx: pods.wait_ready(ctx, "pulsarv3", "wait")),
-    ("verify", verify.verify),
-]
-OPERATOR_STEPS: list[tuple[str, StepFn]] = [
-    ("detect", detect.detect),
-    ("preflight", operator_path.preflight),
-    ("flush", flush.flush),
-    ("backup", operator_path.backup),
-    ("delete_cr", operator_path.delete_cr),
-    ("reinstall", operator_path.reinstall),
-    ("wait", operator_path.wait_healthy),
-    ("verify", verify.verify),
-]
 _engine: Engine | None = None
 
 
@@ -101,14 +80,6 @@ def refresh_roots() -> None:
     """APScheduler interval job: keep elapsed time and downtime current on every active root message."""
     if _engine is not None:
         _engine.refresh_active()
-
-
-def steps_for(upgrade: Upgrade) -> list[tuple[str, StepFn]]:
-    return OPERATOR_STEPS if upgrade.mode == "operator" else HELM_STEPS
-
-
-def visible_steps(upgrade: Upgrade) -> list[str]:
-    return [name for name, _ in steps_for(upgrade) if name != "detect"]
 
 
 class Engine:
@@ -300,6 +271,7 @@ class Engine:
             helm=self.helm,
             milvus=self.milvus,
             limits=self.limits,
+            path=path_for(upgrade),
             _record=lambda change: self.store.update(upgrade.id, change)[0],
             _say=lambda key, text: self._say(upgrade.id, key, text),
             _upload=lambda key, name, content, title, comment: self._upload(
@@ -308,9 +280,8 @@ class Engine:
         )
 
     def _run_current(self, upgrade: Upgrade) -> tuple[bool, Upgrade]:
-        steps = dict(steps_for(upgrade))
         name = upgrade.step
-        step = steps[name]
+        step = path_for(upgrade).step(name)
 
         def mark_running(u: Upgrade) -> None:
             st = u.step_state(name)
@@ -341,8 +312,7 @@ class Engine:
         return self._done(upgrade, name, outcome)
 
     def _done(self, upgrade: Upgrade, name: str, outcome: Done) -> tuple[bool, Upgrade]:
-        order = [n for n, _ in steps_for(upgrade)]
-        nxt = order[order.index(name) + 1] if order.index(name) + 1 < len(order) else None
+        nxt = path_for(upgrade).step_after(name)
 
         def finish(u: Upgrade) -> None:
             st = u.step_state(name)
@@ -373,8 +343,7 @@ class Engine:
                 log.warning("cannot post the root message yet: %s", err, extra={"upgrade_id": upgrade.id})
         upgrade, _ = self.store.update(upgrade.id, finish)
         if name == "preflight":
-            path = operator_path if upgrade.mode == "operator" else helm_path
-            self._say(upgrade.id, "plan", path.plan_text(upgrade))
+            self._say(upgrade.id, "plan", path_for(upgrade).plan_text(upgrade))
         if upgrade.ended:
             self._refresh_root(upgrade)
             self._say(upgrade.id, "end", f"🎉 {views.status_line(upgrade)}. {upgrade.reason}")
@@ -513,56 +482,11 @@ class Engine:
         self.thread.reconcile(upgrade)
 
     def _restore_offer(self, upgrade: Upgrade) -> dict[str, Any] | None:
-        if upgrade.mode == "operator":
-            return self._restore_offer_operator(upgrade)
-        if upgrade.saved is None or not upgrade.helm.uninstalled or upgrade.helm.pvc_delete_started:
-            return None
-        ctx = self._ctx(upgrade)
-        try:
-            release = detect.helm_release(ctx)
-            pvcs, _ = volumes.list_volumes(ctx)
-        except KubeError:
-            return None
-        if (release is not None and release.status == "deployed") or not pvcs:
-            return None
-        return {
-            "release": upgrade.release,
-            "namespace": upgrade.namespace,
-            "chart_version": upgrade.saved.get("chart_version"),
-            "pvcs": len(pvcs),
-        }
-
-    def _restore_offer_operator(self, upgrade: Upgrade) -> dict[str, Any] | None:
-        """After the resource was deleted, offer to re-create the original manifest (Pulsar V2)."""
-        if upgrade.saved is None or not upgrade.operator.cr_delete_started:
-            return None
-        try:
-            if self.kube.get_milvus(upgrade.namespace, upgrade.release) is not None:
-                return None
-        except KubeError:
-            return None
-        return {"release": upgrade.release, "namespace": upgrade.namespace, "operator": True}
+        return path_for(upgrade).restore_offer(self._ctx(upgrade))
 
     @staticmethod
     def _abort_state(upgrade: Upgrade, restorable: bool) -> str:
-        cm = upgrade.facts.backup_secret
-        if upgrade.mode == "operator":
-            if not upgrade.operator.cr_delete_started:
-                return "The Milvus resource was not touched; nothing was deleted."
-            if restorable:
-                return (
-                    f"The Milvus resource is deleted; its manifest is saved in Secret `{cm}` and it can be "
-                    "re-created as it was (Pulsar V2)."
-                )
-            return f"The Milvus resource's manifest is saved in Secret `{cm}`."
-        if not upgrade.helm.uninstalled:
-            return "Milvus was not stopped; nothing was deleted."
-        if restorable:
-            return "Milvus is uninstalled; the Pulsar V2 volumes still exist, so the previous release can be restored."
-        return (
-            f"Milvus is uninstalled. Its values are saved in Secret `{cm}`; reinstall them with "
-            "`helm install` (pulsar.enabled false, pulsarv3.enabled true) when ready."
-        )
+        return path_for(upgrade).abort_state(upgrade, restorable)
 
     def _after_end(self, upgrade: Upgrade) -> None:
         """The recorded "restore" step of an aborted upgrade, once its checkpoint is approved.
@@ -583,7 +507,7 @@ class Engine:
         with self._guard:
             self._restoring.add(upgrade.id)
         try:
-            result = (operator_path if upgrade.mode == "operator" else helm_path).restore(self._ctx(upgrade))
+            result = path_for(upgrade).restore(self._ctx(upgrade))
         except Exception as err:
             self._restore_failed(upgrade, cp, classify(err))
             return

@@ -55,7 +55,7 @@ def flush(ctx: Ctx) -> Done | Ask:
     summary = run_flush(ctx)
     ctx.set_facts(flush=summary)
     target = {"release": ctx.release, "namespace": ctx.namespace, "flush": summary}
-    return Ask("flush_done", {**target, "operator": ctx.upgrade.mode == "operator"})
+    return Ask("flush_done", {**target, "operator": ctx.path.name == "operator"})
 
 
 def _summary(summary: dict[str, Any]) -> str:

@@ -17,13 +17,16 @@ from typing import Any
 import yaml
 
 from bot.cluster.helm import SUPPORTED_HELM, HelmError, HelmRelease, find_release, release_history
+from bot.cluster.kube import KubeError
+from bot.procedure import pods, verify
 from bot.procedure.common import dig, is_milvus_25, values_diff, version_tuple, with_pulsar_v3
 from bot.procedure.context import Ctx
-from bot.procedure.detect import helm_release
-from bot.procedure.flush import flush_text, run_flush
-from bot.procedure.outcome import Ask, Done, Refusal, StepError
+from bot.procedure.detect import detect, helm_release
+from bot.procedure.flush import flush, flush_text, run_flush
+from bot.procedure.outcome import Ask, Done, Refusal, StepError, Wait
+from bot.procedure.path import Path
 from bot.procedure.shared import BACKUP_SUFFIX, access_problems, databases_text, milvus_inventory, write_backup
-from bot.procedure.volumes import list_volumes, volumes_text
+from bot.procedure.volumes import delete_pvcs, helm_pulsar_selector, list_volumes, volumes_text
 from state.model import Upgrade, now
 
 FIRST_PULSARV3_CHART = (4, 2, 21)
@@ -374,3 +377,86 @@ def restore(ctx: Ctx) -> str:
             upgrade=release is not None,
         )
     return f"reinstalled `{ctx.release}` with its original values (chart {saved['chart_version']}, Pulsar V2)"
+
+
+def wait_ready(ctx: Ctx) -> Done | Wait:
+    return pods.wait_ready(ctx, "pulsarv3", "wait")
+
+
+class HelmPath(Path):
+    """A Helm release of the milvus-helm chart: uninstall, delete the Pulsar V2 volumes, install again."""
+
+    name = "helm"
+
+    def pulsar_v2_selector(self, release: str) -> str:
+        return helm_pulsar_selector(release)
+
+    def pulsar_v3_selector(self, release: str) -> str:
+        return helm_pulsar_selector(release, v3=True)
+
+    def pulsar_release(self, release: str) -> str:
+        return release
+
+    def pod_selectors(self, release: str) -> list[dict[str, str]]:
+        return [{"app.kubernetes.io/instance": release}, {"release": release}]
+
+    def plan_text(self, u: Upgrade) -> str:
+        return plan_text(u)
+
+    def verify_result(self, ctx: Ctx) -> list[str]:
+        problems = []
+        v3 = self.pulsar_v3_selector(ctx.release)
+        if not ctx.kube.list_pvcs(ctx.namespace, v3):
+            problems.append(f"no Pulsar V3 PVCs ({v3})")
+        leftover = ctx.kube.list_pvcs(ctx.namespace, self.pulsar_v2_selector(ctx.release))
+        if leftover:
+            names = ", ".join(p["metadata"]["name"] for p in leftover)
+            problems.append(f"Pulsar V2 PVCs still exist: {names}")
+        return problems
+
+    def restore_offer(self, ctx: Ctx) -> dict[str, Any] | None:
+        """Uninstalled, its Pulsar V2 volumes not yet touched: the old release can come back as it was."""
+        u = ctx.upgrade
+        if u.saved is None or not u.helm.uninstalled or u.helm.pvc_delete_started:
+            return None
+        try:
+            release = helm_release(ctx)
+            pvcs, _ = list_volumes(ctx)
+        except KubeError:
+            return None
+        if (release is not None and release.status == "deployed") or not pvcs:
+            return None
+        return {
+            "release": u.release,
+            "namespace": u.namespace,
+            "chart_version": u.saved.get("chart_version"),
+            "pvcs": len(pvcs),
+        }
+
+    def abort_state(self, u: Upgrade, restorable: bool) -> str:
+        if not u.helm.uninstalled:
+            return "Milvus was not stopped; nothing was deleted."
+        if restorable:
+            return "Milvus is uninstalled; the Pulsar V2 volumes still exist, so the previous release can be restored."
+        return (
+            f"Milvus is uninstalled. Its values are saved in Secret `{u.facts.backup_secret}`; reinstall them with "
+            "`helm install` (pulsar.enabled false, pulsarv3.enabled true) when ready."
+        )
+
+    def restore(self, ctx: Ctx) -> str:
+        return restore(ctx)
+
+
+HELM = HelmPath(
+    [
+        ("detect", detect),
+        ("preflight", preflight),
+        ("flush", flush),
+        ("backup", backup),
+        ("uninstall", uninstall),
+        ("delete_pvcs", delete_pvcs),
+        ("reinstall", reinstall),
+        ("wait", wait_ready),
+        ("verify", verify.verify),
+    ]
+)

@@ -15,14 +15,17 @@ import copy
 import time
 from typing import Any
 
-from bot.cluster.kube import KubeConflict
+from bot.cluster.kube import KubeConflict, KubeError
+from bot.procedure import verify
 from bot.procedure.common import describe_pvc, dig, is_milvus_25, values_diff, version_tuple
 from bot.procedure.context import Ctx
-from bot.procedure.flush import flush_text, run_flush
+from bot.procedure.detect import detect
+from bot.procedure.flush import flush, flush_text, run_flush
 from bot.procedure.outcome import Ask, Done, Refusal, StepError, Wait
+from bot.procedure.path import Path
 from bot.procedure.pods import wait_ready
 from bot.procedure.shared import BACKUP_SUFFIX, access_problems, databases_text, milvus_inventory, write_backup
-from bot.procedure.volumes import delete_bound_pvs, list_volumes, pulsar_v2_selector, volumes_text
+from bot.procedure.volumes import delete_bound_pvs, list_volumes, volumes_text
 from state.model import APPROVED, Upgrade, now
 
 JSON = dict[str, Any]
@@ -287,7 +290,7 @@ def _after_gone(ctx: Ctx) -> Done | Wait:
     cp = ctx.upgrade.latest_checkpoint("pvc_list")
     assert cp is not None
     approved = {p["name"] for p in cp.target["pvcs"]}
-    pulsar = ctx.kube.list_pvcs(ctx.namespace, pulsar_v2_selector(ctx))
+    pulsar = ctx.kube.list_pvcs(ctx.namespace, ctx.path.pulsar_v2_selector(ctx.release))
     left = [p["metadata"]["name"] for p in pulsar if p["metadata"]["name"] in approved]
     if left:
         if time.time() > (ctx.upgrade.operator.cr_delete_started or time.time()) + ctx.limits.pvc_gone_timeout:
@@ -400,3 +403,73 @@ def restore(ctx: Ctx) -> str:
         return "the Milvus resource exists; nothing to do"
     ctx.kube.create_milvus(ctx.namespace, clean_original(saved))
     return f"re-created the Milvus resource `{ctx.release}` from its saved manifest (Pulsar V2)"
+
+
+class OperatorPath(Path):
+    """A Milvus resource of milvus-operator: patch and delete it (Pulsar V2 goes with it), create it again."""
+
+    name = "operator"
+
+    def pulsar_v2_selector(self, release: str) -> str:
+        # The operator names its Pulsar release ``<name>-pulsar``; V2 and V3 both label ``app=pulsar``.
+        return f"app=pulsar,release={release}-pulsar"
+
+    def pulsar_v3_selector(self, release: str) -> str:
+        return f"app=pulsar,release={release}-pulsar"
+
+    def pulsar_release(self, release: str) -> str:
+        return f"{release}-pulsar"
+
+    def pod_selectors(self, release: str) -> list[dict[str, str]]:
+        return [
+            {"app.kubernetes.io/instance": release},
+            {"app.kubernetes.io/instance": f"{release}-etcd"},
+            {"release": f"{release}-minio"},
+            {"release": f"{release}-pulsar"},
+        ]
+
+    def plan_text(self, u: Upgrade) -> str:
+        return plan_text(u)
+
+    def verify_result(self, ctx: Ctx) -> list[str]:
+        return verify_images(ctx)
+
+    def restore_offer(self, ctx: Ctx) -> dict[str, Any] | None:
+        """After the resource was deleted, offer to re-create the original manifest (Pulsar V2)."""
+        u = ctx.upgrade
+        if u.saved is None or not u.operator.cr_delete_started:
+            return None
+        try:
+            if ctx.kube.get_milvus(u.namespace, u.release) is not None:
+                return None
+        except KubeError:
+            return None
+        return {"release": u.release, "namespace": u.namespace, "operator": True}
+
+    def abort_state(self, u: Upgrade, restorable: bool) -> str:
+        cm = u.facts.backup_secret
+        if not u.operator.cr_delete_started:
+            return "The Milvus resource was not touched; nothing was deleted."
+        if restorable:
+            return (
+                f"The Milvus resource is deleted; its manifest is saved in Secret `{cm}` and it can be "
+                "re-created as it was (Pulsar V2)."
+            )
+        return f"The Milvus resource's manifest is saved in Secret `{cm}`."
+
+    def restore(self, ctx: Ctx) -> str:
+        return restore(ctx)
+
+
+OPERATOR = OperatorPath(
+    [
+        ("detect", detect),
+        ("preflight", preflight),
+        ("flush", flush),
+        ("backup", backup),
+        ("delete_cr", delete_cr),
+        ("reinstall", reinstall),
+        ("wait", wait_healthy),
+        ("verify", verify.verify),
+    ]
+)

@@ -19,19 +19,12 @@ JSON = dict[str, Any]
 
 def release_selectors(ctx: Ctx) -> list[dict[str, str]]:
     """Label sets (any of them) that mark a pod of this release."""
-    if ctx.upgrade.mode == "operator":
-        return [
-            {"app.kubernetes.io/instance": ctx.release},
-            {"app.kubernetes.io/instance": f"{ctx.release}-etcd"},
-            {"release": f"{ctx.release}-minio"},
-            {"release": f"{ctx.release}-pulsar"},
-        ]
-    return [{"app.kubernetes.io/instance": ctx.release}, {"release": ctx.release}]
+    return ctx.path.pod_selectors(ctx.release)
 
 
 def expected_groups(ctx: Ctx, pulsar_app: str) -> list[dict[str, str]]:
     """Pods that must exist before 'all Ready' means anything: Milvus itself and the new Pulsar."""
-    pulsar_release = f"{ctx.release}-pulsar" if ctx.upgrade.mode == "operator" else ctx.release
+    pulsar_release = ctx.path.pulsar_release(ctx.release)
     return [
         {"app.kubernetes.io/instance": ctx.release, "app.kubernetes.io/name": "milvus"},
         {"app": pulsar_app, "release": pulsar_release},

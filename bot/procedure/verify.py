@@ -5,16 +5,8 @@ from __future__ import annotations
 
 from bot.cluster.milvus import MilvusHttpError
 from bot.procedure.context import Ctx
-from bot.procedure.operator_path import verify_images
 from bot.procedure.outcome import Done, StepError, Temporary
-from bot.procedure.volumes import helm_pulsar_selector, pulsar_v2_selector
 from state.model import now
-
-
-def pulsar_v3_selector(ctx: Ctx) -> str:
-    if ctx.upgrade.mode == "operator":
-        return f"app=pulsar,release={ctx.release}-pulsar"
-    return helm_pulsar_selector(ctx.release, v3=True)
 
 
 def verify(ctx: Ctx) -> Done:
@@ -31,16 +23,7 @@ def verify(ctx: Ctx) -> Done:
         raise Temporary(f"Milvus did not answer: {err}") from None
     if missing:
         raise StepError(f"collections missing after the upgrade: {', '.join(missing)}")
-    problems = []
-    if ctx.upgrade.mode == "operator":
-        problems += verify_images(ctx)
-    else:
-        if not ctx.kube.list_pvcs(ctx.namespace, pulsar_v3_selector(ctx)):
-            problems.append(f"no Pulsar V3 PVCs ({pulsar_v3_selector(ctx)})")
-        leftover = ctx.kube.list_pvcs(ctx.namespace, pulsar_v2_selector(ctx))
-        if leftover:
-            names = ", ".join(p["metadata"]["name"] for p in leftover)
-            problems.append(f"Pulsar V2 PVCs still exist: {names}")
+    problems = ctx.path.verify_result(ctx)
     if problems:
         raise StepError("; ".join(problems))
     if ctx.upgrade.downtime_ended_at is None:

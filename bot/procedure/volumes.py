@@ -32,16 +32,9 @@ def helm_pulsar_selector(release: str, v3: bool = False) -> str:
     return f"app={'pulsarv3' if v3 else 'pulsar'},release={release}"
 
 
-def pulsar_v2_selector(ctx: Ctx) -> str:
-    """Helm labels Pulsar V2 ``release=<release>``; the operator names its Pulsar release ``<name>-pulsar``."""
-    if ctx.upgrade.mode == "operator":
-        return f"app=pulsar,release={ctx.release}-pulsar"
-    return helm_pulsar_selector(ctx.release)
-
-
 def list_volumes(ctx: Ctx) -> tuple[list[JSON], list[JSON]]:
     """(PVCs, PVs) of Pulsar V2 in the upgrade's namespace only."""
-    pvcs = [describe_pvc(p) for p in ctx.kube.list_pvcs(ctx.namespace, pulsar_v2_selector(ctx))]
+    pvcs = [describe_pvc(p) for p in ctx.kube.list_pvcs(ctx.namespace, ctx.path.pulsar_v2_selector(ctx.release))]
     pvs = []
     for pvc in pvcs:
         if pvc["volume"]:
@@ -123,7 +116,9 @@ def _ask_again(ctx: Ctx, deleted: set[str], replaced: list[str]) -> Ask:
 
 
 def _after_delete(ctx: Ctx, target: JSON, remaining: set[str], extra: set[str]) -> Done | Ask | Wait:
-    listed = {p["metadata"]["name"] for p in ctx.kube.list_pvcs(ctx.namespace, pulsar_v2_selector(ctx))}
+    listed = {
+        p["metadata"]["name"] for p in ctx.kube.list_pvcs(ctx.namespace, ctx.path.pulsar_v2_selector(ctx.release))
+    }
     still = sorted(remaining & listed)
     if still:
         deadline = (ctx.upgrade.helm.pvc_delete_started or time.time()) + ctx.limits.pvc_gone_timeout
