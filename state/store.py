@@ -142,6 +142,11 @@ class UpgradeStore:
         except NotFound:
             return None
 
+    def recent_ids(self, limit: int) -> list[str]:
+        """The ids of the ``limit`` most recently started upgrades, ended or not (newest first)."""
+        members = self.redis.zrevrange(keys.UPGRADES, 0, max(0, limit - 1))
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
     def active_ids(self) -> list[str]:
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in self.redis.smembers(keys.ACTIVE_SET))
 

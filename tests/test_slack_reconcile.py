@@ -6,6 +6,8 @@ Behaviours covered:
 - a checkpoint rate-limited (429 + Retry-After) beyond the notifier's retries appears once;
   a decided checkpoint whose chat.update fails still loses its buttons;
 - a bot killed after recording a checkpoint but before Slack took it posts it on restart;
+- an ended upgrade whose end note Slack did not take, and whose queued run died with the
+  process, gets that note on restart (the new runner looks at recently ended upgrades too);
 - views: 40 long-named PVCs are all in the checkpoint's section blocks (within Slack's limits),
   the confirm dialog gives counts, and a list beyond one message says how many more are in the
   attached file (which the engine records before the checkpoint);
@@ -19,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import redis
 from slack_sdk.errors import SlackApiError
 
 from bot import notify, views
@@ -31,6 +34,7 @@ from sandbox.slack.blocks import validate_blocks
 from sandbox.slack.model import Message
 from sandbox.slack.server import SlackSim
 from sandbox.world import CHANNEL, World
+from state import keys
 from state.model import Checkpoint, Upgrade
 from tests.scenario import Person, has_button
 
@@ -225,3 +229,30 @@ def test_notifier_retries_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
         sim.hang("chat.postMessage", 2.5, count=1)
         assert notifier.post(CHANNEL, "hello", [])
         assert len(sim.messages(CHANNEL)) == 1
+
+
+def test_an_ended_upgrade_whose_last_message_and_job_were_lost_catches_up_on_restart(
+    world: World, slack: SlackClient, bot: BotProcess, redis_url: str
+) -> None:
+    """The end note could not be posted, then the process died while running the upgrade's last
+    queued job (APScheduler removes a one-off job from its store as it starts it): the new runner
+    still finds the ended upgrade's missing output and posts it, once."""
+    world.slack.fail_http("chat.postMessage", 500, count=1000, match="🎉")
+    alice = Person(world, slack)
+    alice.type("start my-release")
+    alice.approve("flush_done")
+    alice.approve("pvc_list")
+    alice.approve("reinstall")
+    assert alice.outcome() == "succeeded"
+    alice.wait(
+        lambda: any("🎉" in str(c.args.get("text")) for c in world.slack.calls_of("chat.postMessage")),
+        30,
+        "the bot to try posting the end note",
+    )
+    bot.kill()
+    client = redis.Redis.from_url(redis_url)
+    client.delete(keys.JOBS, keys.RUN_TIMES)  # the upgrade's queued run is gone with the process
+    world.slack.clear_faults()
+    bot.start()
+    alice.wait(lambda: _posted(world, "🎉") == 1, 30, "the end note after the restart")
+    assert [m.text for m in alice.thread()].count(next(m.text for m in alice.thread() if "🎉" in m.text)) == 1

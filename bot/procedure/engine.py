@@ -63,6 +63,7 @@ MAX_ENGINE_ATTEMPTS = 6  # unexpected failures of the engine itself before the u
 ENGINE_RETRY_SECONDS = 5.0  # first backoff after such a failure (then 10, 20, 40, ...)
 OUTPUT_RETRY_SECONDS = 3.0  # when Slack did not take a message, run the upgrade again after this
 RESTORE_WATCHDOG_SECONDS = 10.0  # a durable run queued this far ahead resumes a restore whose process died
+RESUME_ENDED = 50  # the most recent upgrades a new runner looks at for unfinished work after their end
 NOT_IN_CHANNEL = ("not_in_channel", "channel_not_found", "is_archived", "restricted_action")
 
 _engine: Engine | None = None
@@ -150,9 +151,17 @@ class Engine:
         self.runner.stop()
 
     def resume_all(self) -> None:
-        """On becoming the active runner: queue every upgrade that has not ended (lost jobs included)."""
+        """On becoming the active runner: queue every upgrade that has not ended (lost jobs included),
+        and every recently ended one that still owes work: Slack output the record wants but Slack
+        does not have yet, or an approved restore not yet done. Such an upgrade's own queued run
+        is gone when the process died while running it (APScheduler removes a one-off job from the
+        store as it starts it)."""
         for upgrade_id in self.store.active_ids():
             self.runner.schedule(upgrade_id)
+        for upgrade_id in self.store.recent_ids(RESUME_ENDED):
+            upgrade = self.store.find(upgrade_id)
+            if upgrade is not None and upgrade.ended and (self.thread.owes(upgrade) or _restore_due(upgrade)):
+                self.runner.schedule(upgrade_id)
 
     def milvus(self, release: str, namespace: str) -> MilvusClient:
         mgmt, rest = base_urls(
@@ -495,7 +504,7 @@ class Engine:
         (a crash mid-restore is resumed by whichever runner is active then); restore itself looks
         at the world first, so running it again is harmless."""
         cp = upgrade.latest_checkpoint("restore")
-        if cp is None or cp.decision != APPROVED or upgrade.facts.restore:
+        if cp is None or not _restore_due(upgrade):
             return
 
         def start(u: Upgrade) -> None:
@@ -594,6 +603,12 @@ class Engine:
             upgrade_id, lambda u: u.want(Post(key=f"file:{key}", kind="file", text=comment, data=data))
         )
         self.thread.reconcile(upgrade)
+
+
+def _restore_due(u: Upgrade) -> bool:
+    """An aborted upgrade whose latest restore checkpoint is approved and whose restore has not run to its end."""
+    cp = u.latest_checkpoint("restore")
+    return cp is not None and cp.decision == APPROVED and not u.facts.restore
 
 
 def _close_error(u: Upgrade, outcome: str, by: str | None) -> None:

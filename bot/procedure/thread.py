@@ -76,9 +76,24 @@ class Thread:
                     complete = False
         return upgrade, complete
 
+    def owes(self, upgrade: Upgrade) -> bool:
+        """Whether Slack still lacks something the record says the thread must show (no Slack call)."""
+        if upgrade.root_wanted and upgrade.root_ts is None:
+            return True
+        if any(p.ts is None or (not p.final and self._is_final(upgrade, p)) for p in upgrade.thread):
+            return True
+        return (
+            upgrade.ended and upgrade.root_ts is not None and upgrade.posted.get("root") != self._root_digest(upgrade)
+        )
+
+    def _root_digest(self, upgrade: Upgrade) -> str:
+        """What the ended root shows (its elapsed time is fixed by ``ended_at``), as a short digest."""
+        text, blocks = views.root(upgrade, self.steps(upgrade), time.time())
+        return hashlib.sha256(json.dumps([text, blocks], sort_keys=True).encode()).hexdigest()[:16]
+
     def _final_root(self, upgrade: Upgrade) -> tuple[Upgrade, bool]:
         text, blocks = views.root(upgrade, self.steps(upgrade), time.time())
-        shown = hashlib.sha256(json.dumps([text, blocks], sort_keys=True).encode()).hexdigest()[:16]
+        shown = self._root_digest(upgrade)
         if upgrade.posted.get("root") == shown:
             return upgrade, True
         if not self._call(upgrade, "the root", self.notifier.update, upgrade.channel, upgrade.root_ts, text, blocks):
