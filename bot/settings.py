@@ -61,6 +61,10 @@ class Settings:
     runner_lease_seconds: float = 15.0
     kube_request_timeout_seconds: float = 30.0
     backup_to_slack: str = "redacted"
+    approval_ttl_seconds: float = 86400.0
+    reminder_seconds: float = 3600.0
+    channels: frozenset[str] = frozenset()  # empty: every channel the bot is in
+    audit_retention_days: float = 90.0
 
     @property
     def socket_mode(self) -> bool:
@@ -193,6 +197,33 @@ def _backup_to_slack(env: Mapping[str, str]) -> str:
     return value
 
 
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+
+
+def _channels(env: Mapping[str, str]) -> frozenset[str]:
+    raw = _get(env, "BOT_CHANNELS")
+    if raw is None:
+        return frozenset()
+    ids = [part.strip() for part in raw.split(",") if part.strip()]
+    bad = [i for i in ids if not _CHANNEL_ID.match(i)]
+    if bad or not ids:
+        raise SettingsError("BOT_CHANNELS", f"must list Slack channel IDs (C…/G…), got {', '.join(bad) or raw!r}")
+    return frozenset(ids)
+
+
+def _days(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(name, f"must be a number of days, got {raw!r}") from None
+    if not 0 < value <= 3650:
+        raise SettingsError(name, f"must be between 0 and 3650 days, got {raw!r}")
+    return value
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the configuration from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -224,4 +255,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         runner_lease_seconds=_positive_float(env, "RUNNER_LEASE_SECONDS", 15.0, 600),
         kube_request_timeout_seconds=_positive_float(env, "KUBE_REQUEST_TIMEOUT_SECONDS", 30.0, 600),
         backup_to_slack=_backup_to_slack(env),
+        approval_ttl_seconds=_positive_float(env, "BOT_APPROVAL_TTL_SECONDS", 86400.0, 30 * 86400),
+        reminder_seconds=_positive_float(env, "BOT_REMINDER_SECONDS", 3600.0, 86400),
+        channels=_channels(env),
+        audit_retention_days=_days(env, "BOT_AUDIT_RETENTION_DAYS", 90.0),
     )

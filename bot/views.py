@@ -134,6 +134,8 @@ def status_line(u: Upgrade) -> str:
     title = STEP_TITLES.get(u.step, u.step)
     if u.state == BLOCKED:
         return f"Stopped with an error at: {title}. Retry or abort in the thread"
+    if u.paused:
+        return f"Paused: the checkpoint of {title} expired. Ask again in the thread"
     if u.open_checkpoint() is not None:
         return f"Waiting for approval: {title}"
     return f"Running: {title}"
@@ -148,7 +150,11 @@ def root(u: Upgrade, steps: list[str], at: float) -> tuple[str, list[Block]]:
         status_word = state.status if state else PENDING
         summary = f": {state.summary}" if state and state.summary else ""
         lines.append(f"{_ICON.get(status_word, '')} {STEP_TITLES.get(name, name)}: _{status_word}_{summary}")
-    facts = [f"Started by <@{u.started_by}> at {clock(u.started_at)}", f"elapsed {duration(u.elapsed(at))}"]
+    facts = [
+        f"ID `{u.id}`",
+        f"Started by <@{u.started_by}> at {clock(u.started_at)}",
+        f"elapsed {duration(u.elapsed(at))}",
+    ]
     if u.downtime_started_at:
         facts.append(f"downtime {duration(u.downtime(at))}")
     if u.mode:

@@ -18,7 +18,16 @@ MODES = ("helm", "operator")
 HELP = f"""*{COMMAND}* runs the Milvus 2.5 Pulsar V2 → V3 upgrade, with an approval before every destructive step.
 • `{COMMAND} start <release> [--namespace NS] [--mode helm|operator] [--dry-run]`: start an upgrade \
 (namespace defaults to `default`; the mode is detected when not given; `--dry-run` runs the read-only checks and \
-posts the plan without changing anything)
+posts the plan without changing anything). Example: `{COMMAND} start my-release --namespace milvus`
+• `{COMMAND} scan [--namespace NS]`: which Milvus installations need this upgrade (read-only). \
+Example: `{COMMAND} scan --namespace milvus`
+• `{COMMAND} status [ID]`: where one upgrade stands; without an ID, the upgrades of this channel. \
+Example: `{COMMAND} status 20261201-021500-a1b2c3`
+• `{COMMAND} list`: every active upgrade and the last 20 that ended. Example: `{COMMAND} list`
+• `{COMMAND} cancel <ID>`: stop an upgrade safely (at a checkpoint it is Abort; a destructive step under way \
+finishes first). Example: `{COMMAND} cancel 20261201-021500-a1b2c3`
+• `{COMMAND} audit <ID>`: attach the upgrade's audit trail (JSON lines) to its thread. \
+Example: `{COMMAND} audit 20261201-021500-a1b2c3`
 • `{COMMAND} help`: this message
 The upgrade stops Milvus for several minutes: every client must stop writing first."""
 
@@ -52,7 +61,35 @@ class HelpCommand:
     pass
 
 
-Command = StartCommand | HelpCommand
+@dataclass(frozen=True)
+class StatusCommand:
+    upgrade_id: str | None = None  # None: the upgrades of this channel
+
+
+@dataclass(frozen=True)
+class ListCommand:
+    pass
+
+
+@dataclass(frozen=True)
+class CancelCommand:
+    upgrade_id: str
+
+
+@dataclass(frozen=True)
+class AuditCommand:
+    upgrade_id: str
+
+
+@dataclass(frozen=True)
+class ScanCommand:
+    namespace: str | None = None  # None: every namespace the bot may see
+
+
+Command = StartCommand | HelpCommand | StatusCommand | ListCommand | CancelCommand | AuditCommand | ScanCommand
+# The commands only operators may give (they change something, or reveal the whole cluster).
+OPERATOR_ONLY = (CancelCommand, AuditCommand, ScanCommand)
+_UPGRADE_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 
 
 def _check_name(kind: str, value: str, max_len: int) -> str:
@@ -103,6 +140,35 @@ def _parse_start(args: list[str]) -> StartCommand:
     return StartCommand(release=release, namespace=namespace, mode=mode, dry_run=dry_run)
 
 
+def _parse_id(verb: str, args: list[str], required: bool) -> str | None:
+    example = f"`{COMMAND} {verb} 20261201-021500-a1b2c3`"
+    if not args:
+        if required:
+            raise UsageError(f"Which upgrade? Give its ID, e.g. {example} (`{COMMAND} list` shows them).")
+        return None
+    if len(args) > 1:
+        raise UsageError(f"One upgrade ID at a time, e.g. {example}.")
+    if not _UPGRADE_ID.match(args[0]):
+        raise UsageError(
+            f"`{_echo(args[0])}` is not an upgrade ID (they look like `20261201-021500-a1b2c3`); "
+            f"`{COMMAND} list` shows them."
+        )
+    return args[0]
+
+
+def _parse_scan(args: list[str]) -> ScanCommand:
+    namespace = None
+    i = 0
+    while i < len(args):
+        flag, eq, inline = args[i].partition("=")
+        if flag in ("--namespace", "-n"):
+            namespace = _check_name("namespace", inline if eq else _take_value(args, i, flag), 63)
+            i += 1 if eq else 2
+            continue
+        raise UsageError(f"`scan` takes only `--namespace NS`, not `{_echo(args[i])}`.")
+    return ScanCommand(namespace)
+
+
 def parse(text: str) -> Command:
     """Parse the text after the slash command."""
     try:
@@ -114,4 +180,16 @@ def parse(text: str) -> Command:
     verb, rest = args[0], args[1:]
     if verb == "start":
         return _parse_start(rest)
+    if verb == "status":
+        return StatusCommand(_parse_id(verb, rest, required=False))
+    if verb == "list":
+        if rest:
+            raise UsageError(f"`list` takes nothing more; `{COMMAND} status <ID>` shows one upgrade.")
+        return ListCommand()
+    if verb == "cancel":
+        return CancelCommand(str(_parse_id(verb, rest, required=True)))
+    if verb == "audit":
+        return AuditCommand(str(_parse_id(verb, rest, required=True)))
+    if verb == "scan":
+        return _parse_scan(rest)
     raise UsageError(f"Unknown command `{_echo(verb)}`. Try `{COMMAND} help`.")

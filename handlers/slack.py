@@ -13,6 +13,7 @@ import asyncio
 import functools
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,9 +22,22 @@ import redis
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import reports
 from bot.procedure import checkpoints
 from handlers.auth import Authorizer
-from handlers.commands import COMMAND, HELP, HelpCommand, StartCommand, UsageError, parse
+from handlers.commands import (
+    COMMAND,
+    HELP,
+    OPERATOR_ONLY,
+    CancelCommand,
+    Command,
+    HelpCommand,
+    ListCommand,
+    StartCommand,
+    StatusCommand,
+    UsageError,
+    parse,
+)
 from state import decisions
 from state.model import Upgrade
 from state.store import NotFound, UpgradeStore
@@ -46,6 +60,7 @@ class Deps:
     runner: Scheduler
     authorizer: Authorizer
     second_approver: bool
+    channels: frozenset[str] = frozenset()  # BOT_CHANNELS; empty: every channel
 
 
 def _guarded(
@@ -106,7 +121,9 @@ def register(app: AsyncApp, deps: Deps) -> None:
 
 
 def _command_listener(deps: Deps) -> Callable[..., Awaitable[None]]:
-    async def start(respond: AsyncRespond, command: dict[str, Any], client: AsyncWebClient, cmd: StartCommand) -> None:
+    async def start(
+        respond: AsyncRespond, command: dict[str, Any], client: AsyncWebClient, cmd: StartCommand, upgrade_id: str
+    ) -> None:
         user, channel = str(command.get("user_id") or ""), str(command.get("channel_id") or "")
         decision = await deps.authorizer.check(client, user)
         if not decision.allowed:
@@ -116,7 +133,7 @@ def _command_listener(deps: Deps) -> Callable[..., Awaitable[None]]:
             await _tell(respond, "Not started: Slack did not say which channel this is in.")
             return
         upgrade = Upgrade(
-            id=Upgrade.new_id(),
+            id=upgrade_id,
             release=cmd.release,
             namespace=cmd.namespace,
             channel=channel,
@@ -141,13 +158,111 @@ def _command_listener(deps: Deps) -> Callable[..., Awaitable[None]]:
         except UsageError as err:
             await ack(text=str(err))
             return
+        channel = str(command.get("channel_id") or "")
         if isinstance(cmd, HelpCommand):
-            await ack(text=HELP)
+            await ack(text=HELP + _where(deps))
             return
-        await ack(text=f"Checking `{cmd.release}` in namespace `{cmd.namespace}`…")
-        await start(respond=respond, command=command, client=client, cmd=cmd)
+        if deps.channels and channel not in deps.channels:
+            await ack(text=f"Nothing was done: commands are taken only in {_channel_list(deps)}.")
+            return
+        if isinstance(cmd, StartCommand):
+            upgrade_id = Upgrade.new_id()
+            await ack(text=f"Checking `{cmd.release}` in namespace `{cmd.namespace}`… (upgrade `{upgrade_id}`)")
+            await start(respond=respond, command=command, client=client, cmd=cmd, upgrade_id=upgrade_id)
+            return
+        await ack()
+        user = str(command.get("user_id") or "")
+        if isinstance(cmd, OPERATOR_ONLY):
+            decision = await deps.authorizer.check(client, user)
+            if not decision.allowed:
+                await _tell(respond, f"Not allowed: {decision.reason} Nothing was changed.")
+                return
+        await _tell(respond, await _answer(deps, client, cmd, channel, user))
 
     return on_command
+
+
+def _channel_list(deps: Deps) -> str:
+    return ", ".join(f"<#{c}>" for c in sorted(deps.channels))
+
+
+def _where(deps: Deps) -> str:
+    return f"\nCommands are taken in {_channel_list(deps)}." if deps.channels else ""
+
+
+async def _permalink(deps: Deps, client: AsyncWebClient, upgrade: Upgrade) -> str | None:
+    """The root message's permalink: asked of Slack once, then kept in the record."""
+    if upgrade.permalink or upgrade.root_ts is None:
+        return upgrade.permalink
+    try:
+        answer = await client.chat_getPermalink(channel=upgrade.channel, message_ts=upgrade.root_ts)
+    except Exception as err:  # no link is better than no answer
+        log.warning("chat.getPermalink failed: %s", type(err).__name__, extra={"upgrade_id": upgrade.id})
+        return None
+    link = answer.get("permalink")
+    if isinstance(link, str) and link:
+        await asyncio.to_thread(deps.store.update, upgrade.id, lambda u: setattr(u, "permalink", link))
+        return link
+    return None
+
+
+async def _with_links(deps: Deps, client: AsyncWebClient, upgrades: list[Upgrade]) -> list[tuple[Upgrade, str | None]]:
+    return [(u, await _permalink(deps, client, u)) for u in upgrades]
+
+
+LIST_ENDED = 20  # ``list``: the last this many ended upgrades
+LOOK_BACK = 500  # how many of the most recent upgrades ``status`` and ``list`` read at most
+
+
+async def _answer(deps: Deps, client: AsyncWebClient, cmd: Command, channel: str, user: str) -> str:
+    now = time.time()
+    if isinstance(cmd, StatusCommand) and cmd.upgrade_id:
+        upgrade = await asyncio.to_thread(deps.store.find, cmd.upgrade_id)
+        if upgrade is None:
+            return f"I have no upgrade `{cmd.upgrade_id}`. `{COMMAND} list` shows them."
+        return reports.status_text(upgrade, await _permalink(deps, client, upgrade), now)
+    if isinstance(cmd, StatusCommand):
+        recent = await asyncio.to_thread(_recent, deps.store, LOOK_BACK)
+        here = [u for u in recent if u.channel == channel]
+        if not here:
+            return f"No upgrade was started in this channel. `{COMMAND} list` shows every upgrade."
+        here.sort(key=lambda u: (u.ended, -u.started_at))  # active first, newest first
+        texts = [reports.status_text(u, link, now) for u, link in await _with_links(deps, client, here[:10])]
+        more = f"\n…and {len(here) - 10} older ones (`{COMMAND} list`)." if len(here) > 10 else ""
+        return "\n\n".join(texts) + more
+    if isinstance(cmd, ListCommand):
+        recent = await asyncio.to_thread(_recent, deps.store, LOOK_BACK)
+        active = [u for u in recent if not u.ended]
+        ended = [u for u in recent if u.ended][:LIST_ENDED]
+        return reports.list_text(await _with_links(deps, client, active), await _with_links(deps, client, ended), now)
+    if isinstance(cmd, CancelCommand):
+        return await _cancel(deps, cmd.upgrade_id, user)
+    return f"`{COMMAND} {type(cmd).__name__.removesuffix('Command').lower()}` is not available yet."
+
+
+def _recent(store: UpgradeStore, limit: int) -> list[Upgrade]:
+    """The most recent upgrades, newest first, plus any active one older than that."""
+    ids = store.recent_ids(limit)
+    ids += [i for i in store.active_ids() if i not in ids]
+    return [u for u in (store.find(i) for i in ids) if u is not None]
+
+
+async def _cancel(deps: Deps, upgrade_id: str, user: str) -> str:
+    try:
+        before, problem = await asyncio.to_thread(
+            deps.store.update, upgrade_id, lambda u: decisions.request_cancel(u, user)
+        )
+    except NotFound:
+        return f"I have no upgrade `{upgrade_id}`. `{COMMAND} list` shows them."
+    if problem:
+        return f"Nothing changed: {problem}"
+    await asyncio.to_thread(deps.store.audit, upgrade_id, "cancel", user=user)
+    await asyncio.to_thread(deps.runner.schedule, upgrade_id)
+    log.info("cancel requested", extra={"upgrade_id": upgrade_id, "user": user})
+    return (
+        f"Cancelling upgrade `{upgrade_id}` (`{before.release}` in `{before.namespace}`): it stops before its next "
+        "step (a destructive step under way finishes first), and the thread offers the same way back as Abort."
+    )
 
 
 def _button_listener(deps: Deps) -> Callable[..., Awaitable[None]]:

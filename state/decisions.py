@@ -68,3 +68,18 @@ def request_abort(upgrade: Upgrade, user: str) -> str | None:
         return "The upgrade is not stopped on an error; use Abort on its open checkpoint."
     upgrade.facts.abort_requested = {"by": user, "at": now()}
     return None
+
+
+def request_cancel(upgrade: Upgrade, user: str) -> str | None:
+    """``cancel``: at a checkpoint it is Abort; otherwise the engine stops before the next step (a
+    destructive step under way ends first). Stopped on an error, it aborts at once."""
+    if upgrade.ended:
+        return f"Upgrade `{upgrade.id}` has already {upgrade.state}; there is nothing to cancel."
+    if upgrade.facts.abort_requested:
+        by = upgrade.facts.abort_requested.get("by")
+        return f"Upgrade `{upgrade.id}` is already being cancelled (asked by {_who(str(by))})."
+    cp = upgrade.open_checkpoint()
+    if cp is not None and cp.kind != "restore":
+        cp.decision, cp.decided_by, cp.decided_at = REJECTED, user, now()
+    upgrade.facts.abort_requested = {"by": user, "at": now(), "via": "cancel"}
+    return None

@@ -178,6 +178,8 @@ class Upgrade:
     thread: list[Post] = field(default_factory=list)
     root_wanted: bool = False
     root_ts: str | None = None
+    permalink: str | None = None  # the root message's permalink (chat.getPermalink), once asked
+    paused: bool = False  # a checkpoint expired: nothing runs until someone asks again
     response_url: str | None = None
     downtime_started_at: float | None = None
     downtime_ended_at: float | None = None

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.commands import HelpCommand, StartCommand, UsageError, parse
+from handlers.commands import (
+    AuditCommand,
+    CancelCommand,
+    HelpCommand,
+    ListCommand,
+    ScanCommand,
+    StartCommand,
+    StatusCommand,
+    UsageError,
+    parse,
+)
 
 
 @pytest.mark.parametrize("text", ["", "help", "  help  ", "--help"])
@@ -41,9 +51,29 @@ def test_start_with_every_option() -> None:
         ("start r s", "One release at a time"),
         ("upgrade r", "Unknown command `upgrade`"),
         ('start "r', "Unbalanced quotes"),
+        ("cancel", "Which upgrade?"),
+        ("audit", "Which upgrade?"),
+        ("cancel 123", "`123` is not an upgrade ID"),
+        ("status 20261201-021500-A1B2C3", "is not an upgrade ID"),
+        ("status 20261201-021500-a1b2c3 x", "One upgrade ID at a time"),
+        ("list all", "`list` takes nothing more"),
+        ("scan --all", "`scan` takes only `--namespace NS`"),
+        ("scan --namespace Bad_NS", "not a valid namespace"),
     ],
 )
 def test_bad_input_gets_a_specific_answer(text: str, expected: str) -> None:
     with pytest.raises(UsageError) as err:
         parse(text)
     assert expected in str(err.value)
+
+
+def test_on_call_commands_parse() -> None:
+    uid = "20261201-021500-a1b2c3"
+    assert parse("status") == StatusCommand(None)
+    assert parse(f"status {uid}") == StatusCommand(uid)
+    assert parse("list") == ListCommand()
+    assert parse(f"cancel {uid}") == CancelCommand(uid)
+    assert parse(f"audit {uid}") == AuditCommand(uid)
+    assert parse("scan") == ScanCommand(None)
+    assert parse("scan --namespace milvus") == ScanCommand("milvus")
+    assert parse("scan -n=milvus") == ScanCommand("milvus")

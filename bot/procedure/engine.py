@@ -463,18 +463,30 @@ class Engine:
         asked = upgrade.facts.abort_requested or {}
         if rejected is None and not asked:
             return False
+        cancel = asked.get("via") == "cancel"
+        if rejected is None and cancel and self._mid_destructive_step(upgrade):
+            log.info("cancel asked: waiting for the destructive step to end", extra={"upgrade_id": upgrade.id})
+            return False  # a destructive step under way ends first; the cancel takes effect right after
         by = rejected.decided_by if rejected is not None else asked.get("by")
-        self._abort(upgrade, by)
+        self._abort(upgrade, by, cancelled=cancel)
         return True
 
-    def _abort(self, upgrade: Upgrade, by: str | None) -> None:
+    @staticmethod
+    def _mid_destructive_step(upgrade: Upgrade) -> bool:
+        st = upgrade.steps.get(upgrade.step)
+        return upgrade.step in path_for(upgrade).destructive_steps and st is not None and st.status == RUNNING
+
+    def _abort(self, upgrade: Upgrade, by: str | None, cancelled: bool = False) -> None:
         restore_target = self._restore_offer(upgrade)
         where = self._abort_state(upgrade, restore_target is not None)
 
         def end(u: Upgrade) -> None:
             _close_error(u, "Upgrade aborted", by)
             u.state, u.ended_at = ABORTED, model.now()
-            u.reason = f"Aborted by <@{by}>. {where}" if by else f"Aborted. {where}"
+            if cancelled:
+                u.reason = f"Aborted: cancelled by <@{by}> with `cancel`. {where}"
+            else:
+                u.reason = f"Aborted by <@{by}>. {where}" if by else f"Aborted. {where}"
             st = u.step_state(u.step)
             if st.status in (RUNNING, WAITING, ERROR):
                 st.status = "skipped"

@@ -387,6 +387,7 @@ class HelmPath(Path):
     """A Helm release of the milvus-helm chart: uninstall, delete the Pulsar V2 volumes, install again."""
 
     name = "helm"
+    destructive_steps = frozenset({"uninstall", "delete_pvcs", "reinstall"})
 
     def pulsar_v2_selector(self, release: str) -> str:
         return helm_pulsar_selector(release)

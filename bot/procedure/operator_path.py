@@ -409,6 +409,7 @@ class OperatorPath(Path):
     """A Milvus resource of milvus-operator: patch and delete it (Pulsar V2 goes with it), create it again."""
 
     name = "operator"
+    destructive_steps = frozenset({"delete_cr", "reinstall"})
 
     def pulsar_v2_selector(self, release: str) -> str:
         # The operator names its Pulsar release ``<name>-pulsar``; V2 and V3 both label ``app=pulsar``.

@@ -24,6 +24,7 @@ StepFn = Callable[["Ctx"], "Outcome"]
 
 class Path(ABC):
     name: str  # the upgrade's mode: "helm" or "operator"
+    destructive_steps: frozenset[str]  # a cancel waits for one of these to end, never stops it midway
 
     def __init__(self, steps: list[tuple[str, StepFn]]) -> None:
         self.steps = steps

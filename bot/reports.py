@@ -1,0 +1,76 @@
+"""Answers to the read-only commands (``status``, ``list``): pure functions of upgrade records.
+
+Every answer names the upgrade ID, so a person can copy it into ``status``, ``cancel`` or ``audit``.
+"""
+
+from __future__ import annotations
+
+from bot.procedure.checkpoints import TITLES
+from bot.views import STEP_TITLES, clock, duration
+from state.model import BLOCKED, CHECKING, Upgrade
+
+# The words of the state column (the root message says the same in a sentence).
+RUNNING_WORD, WAITING_WORD, PAUSED_WORD, ERROR_WORD = (
+    "running",
+    "waiting for approval",
+    "paused",
+    "stopped with an error",
+)
+
+
+def state_word(u: Upgrade) -> str:
+    """running / waiting for approval / paused / stopped with an error / succeeded / failed / aborted."""
+    if u.ended:
+        return u.state
+    if u.state == BLOCKED:
+        return ERROR_WORD
+    if u.paused:
+        return PAUSED_WORD
+    if u.open_checkpoint() is not None:
+        return WAITING_WORD
+    return RUNNING_WORD
+
+
+def _link(link: str | None) -> str:
+    return f"<{link}|thread>" if link else "no thread yet"
+
+
+def status_text(u: Upgrade, link: str | None, at: float) -> str:
+    """One upgrade in full: state, step, who started it and when, who decided each checkpoint, its thread."""
+    lines = [
+        f"*Upgrade `{u.id}`*: `{u.release}` in namespace `{u.namespace}`"
+        + (f" ({u.mode})" if u.mode else "")
+        + (", dry run" if u.dry_run else ""),
+        f"State: *{state_word(u)}*" + (f": {u.reason}" if u.ended and u.reason else ""),
+    ]
+    if not u.ended:
+        step = "checking the installation" if u.state == CHECKING else STEP_TITLES.get(u.step, u.step)
+        lines.append(f"Current step: {step}")
+    took = "took" if u.ended else "running for"
+    lines.append(f"Started by <@{u.started_by}> at {clock(u.started_at)} ({took} {duration(u.elapsed(at))})")
+    for cp in u.checkpoints:
+        title = TITLES.get(cp.kind, cp.kind)
+        if cp.decided_by:
+            lines.append(f"• {title}: {cp.decision} by <@{cp.decided_by}> at {clock(cp.decided_at)}")
+        elif cp.decision:
+            lines.append(f"• {title}: {cp.decision}")
+        else:
+            lines.append(f"• {title}: waiting since {clock(cp.created_at)}")
+    lines.append(_link(link))
+    return "\n".join(lines)
+
+
+def list_line(u: Upgrade, link: str | None, at: float) -> str:
+    """ID, release/namespace, state, started by, duration, thread link."""
+    return (
+        f"• `{u.id}` `{u.release}`/`{u.namespace}`: {state_word(u)}, started by <@{u.started_by}>, "
+        f"{duration(u.elapsed(at))}, {_link(link)}"
+    )
+
+
+def list_text(active: list[tuple[Upgrade, str | None]], ended: list[tuple[Upgrade, str | None]], at: float) -> str:
+    parts = [f"*Active upgrades* ({len(active)})"]
+    parts += [list_line(u, link, at) for u, link in active] or ["• none"]
+    parts.append(f"*Last {len(ended)} ended*" if ended else "*Ended*")
+    parts += [list_line(u, link, at) for u, link in ended] or ["• none"]
+    return "\n".join(parts)
