@@ -116,7 +116,7 @@ def _button_value(action: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
 
 def register(app: AsyncApp, deps: Deps) -> None:
     app.command(COMMAND)(_command_listener(deps))
-    for action_id in ("upgrade_approve", "upgrade_abort", "upgrade_retry"):
+    for action_id in ("upgrade_approve", "upgrade_abort", "upgrade_retry", "upgrade_reask"):
         app.action(action_id)(_guarded(_button_listener(deps)))
 
 
@@ -309,6 +309,8 @@ def _change_for(action_id: str, value: dict[str, Any], user: str, second: bool) 
             return decisions.request_abort(upgrade, user)
         if checkpoint is None:
             return "That button is not one of mine."
+        if action_id == "upgrade_reask":
+            return decisions.reask(upgrade, str(checkpoint), user)
         kinds = checkpoints.DESTRUCTIVE if second else ()
         return decisions.decide(upgrade, str(checkpoint), user, action_id == "upgrade_approve", kinds)
 

@@ -8,6 +8,7 @@ Each function returns ``None`` when the decision was recorded, or the explanatio
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 
 from state.model import (
@@ -15,8 +16,11 @@ from state.model import (
     APPROVED,
     BLOCKED,
     ERROR,
+    EXPIRED,
     REJECTED,
     RUNNING,
+    SUPERSEDED,
+    Checkpoint,
     Upgrade,
     now,
 )
@@ -24,6 +28,26 @@ from state.model import (
 
 def _who(user: str) -> str:
     return f"<@{user}>"
+
+
+def _at(ts: float | None) -> str:
+    return time.strftime("%H:%M:%S UTC", time.gmtime(ts)) if ts else "an earlier time"
+
+
+def _already(cp: Checkpoint) -> str:
+    """Why a click on a checkpoint that is no longer open changes nothing."""
+    if cp.decision == EXPIRED:
+        if cp.reasked_by:
+            return (
+                f"This checkpoint expired at {_at(cp.decided_at)}; {_who(cp.reasked_by)} asked again at "
+                f"{_at(cp.reasked_at)}: use the newer checkpoint in the thread."
+            )
+        return f"This checkpoint expired at {_at(cp.decided_at)} without a decision: use *Ask again* on it."
+    if cp.decision == SUPERSEDED:
+        return "This checkpoint was superseded by a newer one: use the latest checkpoint in the thread."
+    word = {APPROVED: "approved", REJECTED: "aborted"}.get(cp.decision or "", str(cp.decision))
+    by = f" by {_who(cp.decided_by)}" if cp.decided_by else ""
+    return f"This checkpoint was already decided{by} at {_at(cp.decided_at)} ({word})."
 
 
 def decide(
@@ -35,8 +59,7 @@ def decide(
     if cp is None:
         return "That checkpoint no longer exists."
     if not cp.open:
-        by = f" by {_who(cp.decided_by)}" if cp.decided_by else ""
-        return f"This checkpoint was already {cp.decision}{by}."
+        return _already(cp)
     if upgrade.ended and cp.kind != "restore":
         return f"This upgrade has already {upgrade.state}."
     if approve and cp.kind in second_approver_for and user == upgrade.started_by:
@@ -82,4 +105,21 @@ def request_cancel(upgrade: Upgrade, user: str) -> str | None:
     if cp is not None and cp.kind != "restore":
         cp.decision, cp.decided_by, cp.decided_at = REJECTED, user, now()
     upgrade.facts.abort_requested = {"by": user, "at": now(), "via": "cancel"}
+    return None
+
+
+def reask(upgrade: Upgrade, checkpoint_id: str, user: str) -> str | None:
+    """ "Ask again" on an expired checkpoint: unpause; the step asks afresh from the world as it is."""
+    cp = upgrade.checkpoint(checkpoint_id)
+    if cp is None:
+        return "That checkpoint no longer exists."
+    if upgrade.ended:
+        return f"This upgrade has already {upgrade.state}."
+    if cp.decision != EXPIRED or cp.reasked_by:
+        return _already(cp) if not cp.open else "This checkpoint has not expired: approve or abort it."
+    cp.reasked_by, cp.reasked_at = user, now()
+    upgrade.paused = False
+    post = upgrade.post(f"cp:{cp.id}")
+    if post is not None:
+        post.final = False  # its message changes again: "asked again by …", the button gone
     return None

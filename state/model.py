@@ -22,7 +22,7 @@ CHECKING, ACTIVE, BLOCKED = "checking", "active", "blocked"
 SUCCEEDED, FAILED, ABORTED = "succeeded", "failed", "aborted"
 OUTCOMES = (SUCCEEDED, FAILED, ABORTED)
 # Checkpoint decisions.
-APPROVED, REJECTED, SUPERSEDED = "approved", "rejected", "superseded"
+APPROVED, REJECTED, SUPERSEDED, EXPIRED = "approved", "rejected", "superseded", "expired"
 
 
 def now() -> float:
@@ -52,6 +52,8 @@ class Checkpoint:
     decision: str | None = None
     decided_by: str | None = None
     decided_at: float | None = None
+    reasked_by: str | None = None  # an expired checkpoint: who clicked "Ask again", and when
+    reasked_at: float | None = None
 
     @property
     def open(self) -> bool:

@@ -7,7 +7,8 @@ from here, as pure functions of the recorded ``Checkpoint`` (no I/O):
   for them when BOT_REQUIRE_SECOND_APPROVER is on);
 - ``checkpoint_body``: what an approval will do, naming everything it destroys;
 - ``destroys``: the same in one sentence with counts, for the confirm dialog (never a cut list);
-- ``message`` / ``decided_message``: the Block Kit of the open and the decided checkpoint;
+- ``message`` / ``decided_message``: the Block Kit of the open and the decided checkpoint (an
+  expired one keeps an "Ask again" button, ``upgrade_reask``, until someone clicks it);
 - ``want``: record the checkpoint's message (and, when its list is too long for one message,
   the attached file with every name) for the thread reconciler to post.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 from bot.procedure import flush, volumes
 from bot.views import Block, body_fits, body_sections, button, clock, confirm, context, section
-from state.model import Checkpoint, Post, Upgrade
+from state.model import EXPIRED, Checkpoint, Post, Upgrade
 
 DESTRUCTIVE = frozenset({"flush_done", "pvc_list", "reinstall", "restore"})
 TITLES = {
@@ -147,7 +148,21 @@ def decided_message(u: Upgrade, cp: Checkpoint, body: str) -> tuple[str, list[Bl
     )
     who = f" by <@{cp.decided_by}>" if cp.decided_by else ""
     line = f"{verdict}{who} at {clock(cp.decided_at)}"
-    return f"{title}\n{body}\n{line}", [section(f"*{title}*"), *body_sections(body), context(line)]
+    if cp.decision == EXPIRED:
+        line = f"⌛ Expired at {clock(cp.decided_at)} without a decision: nothing was approved; the upgrade is paused."
+        if cp.reasked_by:
+            line += f" Asked again by <@{cp.reasked_by}> at {clock(cp.reasked_at)}."
+    blocks = [section(f"*{title}*"), *body_sections(body), context(line)]
+    if cp.decision == EXPIRED and not cp.reasked_by:
+        value = {"u": u.id, "c": cp.id}
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"reask:{cp.id}",
+                "elements": [button("Ask again", "upgrade_reask", value, "primary")],
+            }
+        )
+    return f"{title}\n{body}\n{line}", blocks
 
 
 def want(u: Upgrade, cp: Checkpoint) -> None:

@@ -43,6 +43,7 @@ from state.model import (
     CHECKING,
     DONE,
     ERROR,
+    EXPIRED,
     FAILED,
     REJECTED,
     RUNNING,
@@ -266,7 +267,10 @@ class Engine:
                 return
             if self._abort_if_asked(upgrade):
                 return
-            if upgrade.state == BLOCKED or upgrade.open_checkpoint() is not None:
+            if upgrade.paused or upgrade.state == BLOCKED:
+                return
+            if upgrade.open_checkpoint() is not None:
+                self._checkpoint_timers(upgrade)
                 return
             keep_going, upgrade = self._run_current(upgrade)
             if not keep_going:
@@ -388,7 +392,66 @@ class Engine:
         upgrade, _ = self.store.update(upgrade.id, add)
         upgrade, _ = self.thread.reconcile(upgrade)
         self._refresh_root(upgrade)
+        self._checkpoint_timers(upgrade)  # the reminder and expiry timer of the new checkpoint
         return upgrade
+
+    def _checkpoint_timers(self, upgrade: Upgrade) -> None:
+        """While a checkpoint waits: remind every BOT_REMINDER_SECONDS, expire after BOT_APPROVAL_TTL_SECONDS.
+
+        The timer is this upgrade's next run, a job in the Redis job store (it survives restarts);
+        a reminder is a thread message recorded once per checkpoint and interval, and the expiry a
+        compare-and-set on the record, so neither happens twice whoever runs it."""
+        cp = upgrade.open_checkpoint()
+        if cp is None:
+            return
+        at = time.time()
+        ttl, every = self.settings.approval_ttl_seconds, self.settings.reminder_seconds
+        age = at - cp.created_at
+        if age >= ttl:
+            self._expire(upgrade, cp.id, ttl)
+            return
+        due = int(age // every)
+        if due > 0 and upgrade.post(f"note:remind:{cp.id}:{due}") is None:
+            self._say(upgrade.id, f"remind:{cp.id}:{due}", self._reminder(upgrade, cp, age))
+        next_at = min(cp.created_at + ttl, cp.created_at + (due + 1) * every)
+        self.runner.schedule(upgrade.id, delay=max(0.0, next_at - at))
+
+    def _reminder(self, upgrade: Upgrade, cp: Checkpoint, age: float) -> str:
+        who = ", ".join(f"<!subteam^{o}>" if o.startswith("S") else f"<@{o}>" for o in sorted(self.settings.operators))
+        if self.settings.require_second_approver and cp.kind in checkpoints.DESTRUCTIVE:
+            who += f" (not <@{upgrade.started_by}>, who started it: a second approver is required)"
+        left = views.duration(cp.created_at + self.settings.approval_ttl_seconds - time.time())
+        return (
+            f"⏰ <@{upgrade.started_by}>: *{checkpoints.TITLES.get(cp.kind, cp.kind)}* has waited "
+            f"{views.duration(age)} for a decision. It may be approved by {who}. It expires in {left}; "
+            "nothing is approved without a click."
+        )
+
+    def _expire(self, upgrade: Upgrade, checkpoint_id: str, ttl: float) -> None:
+        def expire(u: Upgrade) -> bool:
+            cp = u.checkpoint(checkpoint_id)
+            if cp is None or not cp.open:
+                return False
+            cp.decision, cp.decided_at = EXPIRED, model.now()
+            u.paused = True
+            u.want(
+                Post(
+                    key=f"note:expired:{cp.id}",
+                    kind="note",
+                    text=(
+                        f"⌛ *{checkpoints.TITLES.get(cp.kind, cp.kind)}* waited {views.duration(ttl)} without a "
+                        "decision and expired: nothing was approved, and the upgrade is paused. An operator can "
+                        "click *Ask again* on it for a fresh checkpoint built from the cluster as it is then."
+                    ),
+                )
+            )
+            return True
+
+        upgrade, expired = self.store.update(upgrade.id, expire)
+        if expired:
+            log.info("checkpoint expired; upgrade paused", extra={"upgrade_id": upgrade.id})
+        self.thread.reconcile(upgrade)
+        self._refresh_root(upgrade)
 
     def _on_error(self, upgrade: Upgrade, name: str, err: Exception) -> tuple[bool, Upgrade]:
         error = classify(err)
