@@ -5,6 +5,10 @@ Every answer names the upgrade ID, so a person can copy it into ``status``, ``ca
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+from typing import Any
+
 from bot.procedure.checkpoints import TITLES
 from bot.views import STEP_TITLES, clock, duration
 from state.model import BLOCKED, CHECKING, Upgrade
@@ -74,3 +78,30 @@ def list_text(active: list[tuple[Upgrade, str | None]], ended: list[tuple[Upgrad
     parts.append(f"*Last {len(ended)} ended*" if ended else "*Ended*")
     parts += [list_line(u, link, at) for u, link in ended] or ["• none"]
     return "\n".join(parts)
+
+
+def audit_lines(events: list[dict[str, Any]]) -> str:
+    """The audit file: one JSON object per line, in time order."""
+    ordered = sorted(events, key=lambda e: float(e.get("time") or 0))
+    return "".join(json.dumps(e, sort_keys=True, default=str) + "\n" for e in ordered)
+
+
+def audit_summary(u: Upgrade, events: list[dict[str, Any]]) -> str:
+    """One paragraph: what the trail holds, who acted, what was changed, how it ended."""
+    count = Counter(str(e.get("event")) for e in events)
+    calls = Counter(str(e.get("event")) for e in events if e.get("event") in ("kubernetes", "helm", "milvus"))
+    refused = sum(1 for e in events if e.get("event") in ("command", "click") and e.get("allowed") is False)
+    people = sorted({str(e["user"]) for e in events if e.get("user") and e.get("user") != "bot"})
+    span = ""
+    if events:
+        first, last = min(float(e["time"]) for e in events), max(float(e["time"]) for e in events)
+        span = f" from {clock(first)} to {clock(last)}"
+    mutating = ", ".join(f"{n} {kind}" for kind, n in sorted(calls.items())) or "none"
+    return (
+        f"Audit trail of upgrade `{u.id}` (`{u.release}` in `{u.namespace}`): {len(events)} events{span}. "
+        f"{count['command']} commands and {count['click']} clicks ({refused} refused) by "
+        f"{', '.join(f'<@{p}>' for p in people) or 'nobody'}; {count['step_started']} step starts, "
+        f"{count['step_error']} step errors; checkpoints: {count['checkpoint_posted']} posted, "
+        f"{count['checkpoint_decided']} decided, {count['checkpoint_expired']} expired; mutating calls: {mutating}. "
+        f"State: {state_word(u)}."
+    )

@@ -23,12 +23,14 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import reports
+from bot.logs import redact
 from bot.procedure import checkpoints
 from handlers.auth import Authorizer
 from handlers.commands import (
     COMMAND,
     HELP,
     OPERATOR_ONLY,
+    AuditCommand,
     CancelCommand,
     Command,
     HelpCommand,
@@ -128,6 +130,7 @@ def _command_listener(deps: Deps) -> Callable[..., Awaitable[None]]:
         decision = await deps.authorizer.check(client, user)
         if not decision.allowed:
             await _tell(respond, f"Not started: {decision.reason}")
+            await _audit(deps, None, "command", user, text=command.get("text"), allowed=False, reason=decision.reason)
             return
         if not channel:
             await _tell(respond, "Not started: Slack did not say which channel this is in.")
@@ -146,24 +149,30 @@ def _command_listener(deps: Deps) -> Callable[..., Awaitable[None]]:
         if holder is not None:
             text = await asyncio.to_thread(_already_running, deps.store, holder, cmd)
             await _tell(respond, text)
+            await _audit(deps, holder, "command", user, text=command.get("text"), allowed=False, reason=text)
             return
-        await asyncio.to_thread(deps.store.audit, upgrade.id, "requested", user=user, text=command.get("text"))
+        await _audit(deps, upgrade.id, "command", user, text=command.get("text"), channel=channel, allowed=True)
         log.info("upgrade requested", extra={"upgrade_id": upgrade.id, "release": cmd.release, "user": user})
         await asyncio.to_thread(deps.runner.schedule, upgrade.id)
 
     @_guarded
     async def on_command(respond: AsyncRespond, ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient) -> None:
+        text = str(command.get("text") or "")
+        user, channel = str(command.get("user_id") or ""), str(command.get("channel_id") or "")
         try:
-            cmd = parse(str(command.get("text") or ""))
+            cmd = parse(text)
         except UsageError as err:
             await ack(text=str(err))
+            await _audit(deps, None, "command", user, text=text, channel=channel, allowed=False, reason=str(err))
             return
-        channel = str(command.get("channel_id") or "")
+        about = getattr(cmd, "upgrade_id", None)
         if isinstance(cmd, HelpCommand):
             await ack(text=HELP + _where(deps))
             return
         if deps.channels and channel not in deps.channels:
-            await ack(text=f"Nothing was done: commands are taken only in {_channel_list(deps)}.")
+            refusal = f"Nothing was done: commands are taken only in {_channel_list(deps)}."
+            await ack(text=refusal)
+            await _audit(deps, about, "command", user, text=text, channel=channel, allowed=False, reason=refusal)
             return
         if isinstance(cmd, StartCommand):
             upgrade_id = Upgrade.new_id()
@@ -171,15 +180,26 @@ def _command_listener(deps: Deps) -> Callable[..., Awaitable[None]]:
             await start(respond=respond, command=command, client=client, cmd=cmd, upgrade_id=upgrade_id)
             return
         await ack()
-        user = str(command.get("user_id") or "")
         if isinstance(cmd, OPERATOR_ONLY):
             decision = await deps.authorizer.check(client, user)
             if not decision.allowed:
                 await _tell(respond, f"Not allowed: {decision.reason} Nothing was changed.")
+                await _audit(deps, about, "command", user, text=text, allowed=False, reason=decision.reason)
                 return
+        await _audit(deps, about, "command", user, text=text, channel=channel, allowed=True)
         await _tell(respond, await _answer(deps, client, cmd, channel, user))
 
     return on_command
+
+
+async def _audit(deps: Deps, upgrade_id: str | None, event: str, user: str, **data: Any) -> None:
+    """One audit event (for the upgrade when there is one, and in the global stream); never raises."""
+    if "text" in data:
+        data["text"] = redact(str(data["text"] or ""))
+    try:
+        await asyncio.to_thread(deps.store.audit, upgrade_id, event, user, **data)
+    except Exception as err:
+        log.warning("could not write the audit trail: %s", type(err).__name__)
 
 
 def _channel_list(deps: Deps) -> str:
@@ -237,6 +257,8 @@ async def _answer(deps: Deps, client: AsyncWebClient, cmd: Command, channel: str
         return reports.list_text(await _with_links(deps, client, active), await _with_links(deps, client, ended), now)
     if isinstance(cmd, CancelCommand):
         return await _cancel(deps, cmd.upgrade_id, user)
+    if isinstance(cmd, AuditCommand):
+        return await _attach_audit(deps, client, cmd.upgrade_id)
     return f"`{COMMAND} {type(cmd).__name__.removesuffix('Command').lower()}` is not available yet."
 
 
@@ -245,6 +267,28 @@ def _recent(store: UpgradeStore, limit: int) -> list[Upgrade]:
     ids = store.recent_ids(limit)
     ids += [i for i in store.active_ids() if i not in ids]
     return [u for u in (store.find(i) for i in ids) if u is not None]
+
+
+async def _attach_audit(deps: Deps, client: AsyncWebClient, upgrade_id: str) -> str:
+    """``audit ID``: the trail as a JSON-lines file in the upgrade's thread, with a one-paragraph summary."""
+    upgrade = await asyncio.to_thread(deps.store.find, upgrade_id)
+    if upgrade is None:
+        return f"I have no upgrade `{upgrade_id}`. `{COMMAND} list` shows them."
+    events = await asyncio.to_thread(deps.store.audit_trail, upgrade_id)
+    summary = reports.audit_summary(upgrade, events)
+    if upgrade.root_ts is None:
+        return f"{summary}\nUpgrade `{upgrade_id}` has no thread to attach the file to."
+    await client.files_upload_v2(
+        channel=upgrade.channel,
+        thread_ts=upgrade.root_ts,
+        content=reports.audit_lines(events),
+        filename=f"audit-{upgrade_id}.jsonl",
+        title=f"Audit trail of upgrade {upgrade_id}",
+        initial_comment=summary,
+    )
+    link = await _permalink(deps, client, upgrade)
+    where = f"<{link}|its thread>" if link else "its thread"
+    return f"Attached the audit trail of upgrade `{upgrade_id}` ({len(events)} events) to {where}."
 
 
 async def _cancel(deps: Deps, upgrade_id: str, user: str) -> str:
@@ -256,7 +300,6 @@ async def _cancel(deps: Deps, upgrade_id: str, user: str) -> str:
         return f"I have no upgrade `{upgrade_id}`. `{COMMAND} list` shows them."
     if problem:
         return f"Nothing changed: {problem}"
-    await asyncio.to_thread(deps.store.audit, upgrade_id, "cancel", user=user)
     await asyncio.to_thread(deps.runner.schedule, upgrade_id)
     log.info("cancel requested", extra={"upgrade_id": upgrade_id, "user": user})
     return (
@@ -275,24 +318,33 @@ def _button_listener(deps: Deps) -> Callable[..., Awaitable[None]]:
     ) -> None:
         await ack()
         user = _user_of(body)
+        action_id = str(action.get("action_id", ""))
+        found = _button_value(action)
+        upgrade_id, value = found if found is not None else (None, {})
         decision = await deps.authorizer.check(client, user)
         if not decision.allowed:
             await _tell(respond, f"Nothing changed: {decision.reason}")
+            await _audit(deps, upgrade_id, "click", user, action=action_id, allowed=False, reason=decision.reason)
             return
-        found = _button_value(action)
-        if found is None:
+        if upgrade_id is None:
             await _tell(respond, "That button is not one of mine.")
             return
-        upgrade_id, value = found
-        change = _change_for(action.get("action_id", ""), value, user, deps.second_approver)
+        change = _change_for(action_id, value, user, deps.second_approver)
         try:
             _, problem = await asyncio.to_thread(deps.store.update, upgrade_id, change)
         except NotFound:
             problem = "I have no record of that upgrade."
+        checkpoint = value.get("c")
         if problem:
             await _tell(respond, f"Nothing changed: {problem}")
+            await _audit(
+                deps, upgrade_id, "click", user, action=action_id, checkpoint=checkpoint, allowed=False, reason=problem
+            )
             return
-        await asyncio.to_thread(deps.store.audit, upgrade_id, action.get("action_id", ""), user=user, value=value)
+        await _audit(deps, upgrade_id, "click", user, action=action_id, checkpoint=checkpoint, allowed=True)
+        if checkpoint and action_id in ("upgrade_approve", "upgrade_abort"):
+            decided = "approved" if action_id == "upgrade_approve" else "rejected"
+            await _audit(deps, upgrade_id, "checkpoint_decided", user, checkpoint=checkpoint, decision=decided)
         await asyncio.to_thread(deps.runner.schedule, upgrade_id)
 
     return on_button

@@ -27,8 +27,15 @@ ACTIVE_SET = f"{PREFIX}upgrades:active"
 
 
 def audit(upgrade_id: str) -> str:
-    """List: the audit trail of one upgrade, one JSON event per entry (who did what, when)."""
-    return f"{PREFIX}audit:{upgrade_id}"
+    """Stream: the audit trail of one upgrade (fields time, upgrade, user, event, data as JSON),
+    append-only; it expires BOT_AUDIT_RETENTION_DAYS after the upgrade ends. (Bots before the
+    stream kept a List under ``mpub:audit:<id>``: a different key, left alone.)"""
+    return f"{PREFIX}events:{upgrade_id}"
+
+
+AUDIT_ALL = f"{PREFIX}events"
+"""Stream: every audit event of every upgrade and every command, trimmed to about AUDIT_ALL_MAX entries."""
+AUDIT_ALL_MAX = 100_000
 
 
 RUNNER_LEASE = f"{PREFIX}runner:lease"

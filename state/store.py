@@ -95,12 +95,14 @@ def _check_fence(pipe: Any, fence: Fence | None) -> None:
 
 
 class UpgradeStore:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, audit_retention_seconds: float = 90 * 86400) -> None:
         self.redis = client
+        self.audit_retention_seconds = audit_retention_seconds
 
     @classmethod
-    def from_url(cls, url: str) -> UpgradeStore:
-        return cls(redis.Redis.from_url(url, health_check_interval=30, socket_timeout=10, socket_connect_timeout=5))
+    def from_url(cls, url: str, audit_retention_seconds: float = 90 * 86400) -> UpgradeStore:
+        client = redis.Redis.from_url(url, health_check_interval=30, socket_timeout=10, socket_connect_timeout=5)
+        return cls(client, audit_retention_seconds)
 
     def ping(self) -> bool:
         try:
@@ -180,6 +182,8 @@ class UpgradeStore:
     def _release(self, pipe: Any, upgrade: Upgrade) -> None:
         # Only release the lock if it is ours (it always is while the record says we are active).
         pipe.srem(keys.ACTIVE_SET, upgrade.id)
+        # The trail outlives the upgrade by BOT_AUDIT_RETENTION_DAYS (a later restore's events keep this TTL).
+        pipe.expire(keys.audit(upgrade.id), max(1, int(self.audit_retention_seconds)))
         pipe.eval(
             "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
             1,
@@ -207,9 +211,34 @@ class UpgradeStore:
                 except redis.WatchError:
                     continue
 
-    def audit(self, upgrade_id: str, event: str, **fields: Any) -> None:
-        entry = json.dumps({"time": time.time(), "event": event, **fields}, default=str, sort_keys=True)
-        self.redis.rpush(keys.audit(upgrade_id), entry)
+    def audit(self, upgrade_id: str | None, event: str, user: str | None = None, **data: Any) -> None:
+        """Append one event to the upgrade's stream (when there is an upgrade) and to the global one.
+
+        Append-only (XADD), never a compare-and-set: the trail says what happened even when a
+        fenced-out runner's record write was refused (it says so too)."""
+        entry = {
+            "time": f"{time.time():.6f}",
+            "upgrade": upgrade_id or "",
+            "user": user or "",
+            "event": event,
+            "data": json.dumps(data, default=str, sort_keys=True),
+        }
+        pipe = self.redis.pipeline(transaction=False)
+        if upgrade_id:
+            pipe.xadd(keys.audit(upgrade_id), entry)  # type: ignore[arg-type]
+        pipe.xadd(keys.AUDIT_ALL, entry, maxlen=keys.AUDIT_ALL_MAX, approximate=True)  # type: ignore[arg-type]
+        pipe.execute()
 
     def audit_trail(self, upgrade_id: str) -> list[dict[str, Any]]:
-        return [json.loads(e) for e in self.redis.lrange(keys.audit(upgrade_id), 0, -1)]
+        """The upgrade's events in time order: ``{time, upgrade, user, event, **data}``."""
+        out = []
+        for _, fields in self.redis.xrange(keys.audit(upgrade_id)) or []:
+            fields = fields or {}
+            f = {
+                (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                for k, v in fields.items()
+            }
+            event = {"time": float(f["time"]), "upgrade": f["upgrade"], "user": f["user"] or None, "event": f["event"]}
+            event.update(json.loads(f.get("data") or "{}"))
+            out.append(event)
+        return out

@@ -7,7 +7,8 @@
   itself, across a restart of the bot too. A click on the expired Approve (a stale screen)
   answers "expired" and changes nothing; "Ask again" by a non-operator is refused.
 - "Ask again" posts a fresh checkpoint built from the world as it is then (the flush runs again),
-  and the upgrade then ends succeeded. Same on the operator path.
+  and the upgrade then ends succeeded. Same on the operator path, whose audit trail then names the
+  resource's merge-patch, delete and create and the expiry.
 - A click on a checkpoint someone else already decided answers who decided it and when.
 """
 
@@ -22,6 +23,7 @@ from sandbox.slack import SlackClient
 from sandbox.world import CHANNEL, GROUP_OPERATOR, STRANGER, World
 from tests.conftest import person
 from tests.scenario import Person, has_button
+from tests.test_audit import ID, audit_file
 
 TIMERS = {"BOT_APPROVAL_TTL_SECONDS": "8", "BOT_REMINDER_SECONDS": "3"}
 
@@ -100,6 +102,13 @@ def test_operator_path_checkpoint_expires_and_is_asked_again(
     alice.approve("pvc_list")
     alice.approve("reinstall")
     assert alice.outcome(timeout=120) == "succeeded"
+    # The operator path's trail: the resource patched, deleted and created, each on its own line.
+    upgrade_id = next(m for m in ID.finditer("".join(str(b) for b in alice.root().blocks))).group(0)
+    events = audit_file(world, alice, upgrade_id)
+    k8s = [(e["verb"], e["object"]) for e in events if e["event"] == "kubernetes"]
+    for verb in ("merge-patch", "delete", "create"):
+        assert (verb, "milvus default/my-milvus") in k8s, (verb, k8s)
+    assert [e["event"] for e in events if e["event"] == "checkpoint_expired"] == ["checkpoint_expired"]
 
 
 def test_a_click_on_a_checkpoint_already_decided_says_by_whom_and_when(world: World, slack: SlackClient) -> None:

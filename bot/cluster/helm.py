@@ -41,6 +41,8 @@ from typing import Any
 
 import yaml
 
+from bot import audit
+
 RELEASE_SECRET_TYPE = "helm.sh/release.v1"
 RELEASE_SECRET_PREFIX = "sh.helm.release.v1."
 _GZIP_MAGIC = b"\x1f\x8b\x08"
@@ -224,6 +226,29 @@ class HelmError(Exception):
         super().__init__(f"`{' '.join(self.command)}` failed with exit code {exit_code}: {detail}")
 
 
+_MUTATING = ("install", "upgrade", "uninstall", "rollback", "repo")
+
+
+def _record(args: list[str], namespace: str | None, exit_code: int) -> None:
+    """A helm command that changes something, in the audit trail: its verb and what it names, never
+    a values file's content (``-f`` is a private temporary path)."""
+    shown, skip = [], False
+    for arg in args:
+        if skip:
+            shown.append("<values file>")
+            skip = False
+            continue
+        shown.append(arg)
+        skip = arg in ("-f", "--values")
+    audit.record(
+        "helm",
+        verb=" ".join(args[:2]) if args[0] == "repo" else args[0],
+        command=" ".join(["helm", *shown]),
+        namespace=namespace,
+        result="ok" if exit_code == 0 else f"exit {exit_code}",
+    )
+
+
 class HelmCli:
     """Runs a ``helm`` binary against one kubeconfig/context; every call is one subprocess."""
 
@@ -267,10 +292,14 @@ class HelmCli:
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:  # subprocess.run has already killed it
+            if args and args[0] in _MUTATING:
+                _record(args, namespace, -9)
             stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
             raise HelmError(command, -9, f"{stderr}\nkilled after {self.timeout:g}s timeout".lstrip()) from None
         except OSError as exc:
             raise HelmError(command, 127, f"cannot run {self.binary}: {exc}") from None
+        if args and args[0] in _MUTATING:
+            _record(args, namespace, proc.returncode)
         if proc.returncode != 0:
             raise HelmError(command, proc.returncode, proc.stderr)
         return proc.stdout

@@ -32,6 +32,8 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
+from bot import audit
+
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
 
@@ -156,6 +158,21 @@ def _call(action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> JSO
 
 
 _MILVUS = ("milvus.io", "v1beta1")
+
+
+def _audited(verb: str, obj: str, call: Callable[[], Any], result: Callable[[Any], str] | None = None) -> Any:
+    """Run one mutating call and put it in the audit trail: verb, object and what came of it."""
+    try:
+        answer = call()
+    except KubeError as err:
+        audit.record("kubernetes", verb=verb, object=obj, result=f"HTTP {err.status}: {err.message}")
+        raise
+    audit.record("kubernetes", verb=verb, object=obj, result=result(answer) if result else "done")
+    return answer
+
+
+def _gone_or_deleted(deleted: bool) -> str:
+    return "deleted" if deleted else "already gone"
 
 
 def _unless_missing(action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> JSON | None:
@@ -325,14 +342,28 @@ class Kube:
         fn = self.core.delete_namespaced_persistent_volume_claim
         body = _delete_options(uid)
         extra = {"body": body} if body else {}
-        return _unless_missing("delete persistentvolumeclaim", fn, name, namespace, **extra) is not None
+        return bool(
+            _audited(
+                "delete",
+                f"persistentvolumeclaim {namespace}/{name}" + (f" (uid {uid})" if uid else ""),
+                lambda: _unless_missing("delete persistentvolumeclaim", fn, name, namespace, **extra) is not None,
+                _gone_or_deleted,
+            )
+        )
 
     def delete_pv(self, name: str, uid: str | None = None) -> bool:
         """Delete one PV, only if it still has ``uid`` (409 KubeError otherwise); False when gone."""
         body = _delete_options(uid)
         extra = {"body": body} if body else {}
         fn = self.core.delete_persistent_volume
-        return _unless_missing("delete persistentvolume", fn, name, **extra) is not None
+        return bool(
+            _audited(
+                "delete",
+                f"persistentvolume {name}" + (f" (uid {uid})" if uid else ""),
+                lambda: _unless_missing("delete persistentvolume", fn, name, **extra) is not None,
+                _gone_or_deleted,
+            )
+        )
 
     def upsert_secret(self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str]) -> None:
         """Create or replace an Opaque Secret holding ``data`` (text values, sent as stringData)."""
@@ -343,10 +374,16 @@ class Kube:
             "metadata": {"name": name, "labels": labels},
             "stringData": data,
         }
-        try:
-            _call("create secret", self.core.create_namespaced_secret, namespace, body)
-        except KubeConflict:
-            _call("replace secret", self.core.replace_namespaced_secret, name, namespace, body)
+
+        def upsert() -> str:
+            try:
+                _call("create secret", self.core.create_namespaced_secret, namespace, body)
+                return "created"
+            except KubeConflict:
+                _call("replace secret", self.core.replace_namespaced_secret, name, namespace, body)
+                return "replaced"
+
+        _audited("write", f"secret {namespace}/{name}", upsert, str)
 
     # --- watches -----------------------------------------------------------------------------
     def watch_pods(self, namespace: str, selector: str, resource_version: str, seconds: int) -> Iterator[JSON]:
@@ -370,16 +407,32 @@ class Kube:
     def patch_milvus(self, namespace: str, name: str, patch: JSON) -> JSON:
         """Merge-patch (RFC 7386) a Milvus resource."""
         fn = self.custom.patch_namespaced_custom_object
-        return _call("patch milvus", fn, *_MILVUS, namespace, "milvuses", name, patch)
+        return _audited(
+            "merge-patch",
+            f"milvus {namespace}/{name}",
+            lambda: _call("patch milvus", fn, *_MILVUS, namespace, "milvuses", name, patch),
+        )
 
     def delete_milvus(self, namespace: str, name: str) -> bool:
         """Delete a Milvus resource; False when it is already gone."""
         fn = self.custom.delete_namespaced_custom_object
-        return _unless_missing("delete milvus", fn, *_MILVUS, namespace, "milvuses", name) is not None
+        return bool(
+            _audited(
+                "delete",
+                f"milvus {namespace}/{name}",
+                lambda: _unless_missing("delete milvus", fn, *_MILVUS, namespace, "milvuses", name) is not None,
+                _gone_or_deleted,
+            )
+        )
 
     def create_milvus(self, namespace: str, body: JSON) -> JSON:
         fn = self.custom.create_namespaced_custom_object
-        return _call("create milvus", fn, *_MILVUS, namespace, "milvuses", body)
+        name = str((body.get("metadata") or {}).get("name"))
+        return _audited(
+            "create",
+            f"milvus {namespace}/{name}",
+            lambda: _call("create milvus", fn, *_MILVUS, namespace, "milvuses", body),
+        )
 
     def watch_milvus(self, namespace: str, name: str, resource_version: str, seconds: int) -> Iterator[JSON]:
         """Raw watch events of one Milvus resource after ``resource_version``, for up to ``seconds``

@@ -41,6 +41,8 @@ from typing import Any
 
 import httpx
 
+from bot import audit
+
 log = logging.getLogger(__name__)
 
 V1_HEALTH = "/api/v1/health"
@@ -410,7 +412,14 @@ class MilvusClient:
     def persist(self, db: str, collections: list[str]) -> PersistResult:
         """POST /api/v1/persist: seal every growing segment of ``collections`` in ``db``."""
         route = V1_PERSIST
-        doc = self._call_v1("POST", route, {"db_name": db, "collection_names": list(collections)})
+        try:
+            doc = self._call_v1("POST", route, {"db_name": db, "collection_names": list(collections)})
+        except MilvusHttpError as err:
+            audit.record(
+                "milvus", verb="flush", object=f"database {db}", collections=list(collections), result=str(err)
+            )
+            raise
+        audit.record("milvus", verb="flush", object=f"database {db}", collections=list(collections), result="done")
         seg_map = _map(route, doc, "coll_segIDs")
         flushed_map = _map(route, doc, "flush_coll_segIDs")
         ts_map = _map(route, doc, "coll_flush_ts")

@@ -13,6 +13,7 @@ runs right after.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -21,7 +22,7 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot import views
+from bot import audit, views
 from bot.cluster.helm import HelmCli
 from bot.cluster.kube import Kube
 from bot.cluster.milvus import MilvusClient, base_urls
@@ -127,7 +128,7 @@ class Engine:
             ) from None
         return cls(
             settings,
-            UpgradeStore.from_url(settings.redis_url),
+            UpgradeStore.from_url(settings.redis_url, settings.audit_retention_days * 86400),
             Notifier(settings.slack_bot_token, settings.slack_api_url),
             kube,
             HelmCli(settings.helm_bin, kubeconfig=settings.kubeconfig, context=settings.kube_context),
@@ -303,14 +304,30 @@ class Engine:
             if u.state == CHECKING and name != "detect":
                 u.state = ACTIVE
 
+        before = upgrade.step_state(name).status
         upgrade, _ = self.store.update(upgrade.id, mark_running)
+        if before != RUNNING:
+            self._audit(upgrade.id, "step_started", step=name)
         self._refresh_root(upgrade)
         ctx = self._ctx(upgrade)
         try:
-            outcome = step(ctx)
+            with self._recording(upgrade.id):
+                outcome = step(ctx)
         except Exception as err:  # every failure is classified and recorded, never raised to the runner
             return self._on_error(ctx.upgrade, name, err)
         return self._on_outcome(ctx.upgrade, name, outcome)
+
+    # ------------------------------------------------------------------ audit trail
+    def _audit(self, upgrade_id: str, event: str, user: str | None = None, **data: Any) -> None:
+        """One event of the upgrade's audit trail (a failure to write it is logged, never raised)."""
+        try:
+            self.store.audit(upgrade_id, event, user=user or "bot", **data)
+        except Exception as err:
+            log.warning("could not write the audit trail: %s", type(err).__name__, extra={"upgrade_id": upgrade_id})
+
+    def _recording(self, upgrade_id: str) -> contextlib.AbstractContextManager[None]:
+        """Every mutating call the adapters make inside goes into this upgrade's audit trail."""
+        return audit.recording(lambda event, fields: self.store.audit(upgrade_id, event, user="bot", **fields))
 
     def _on_outcome(self, upgrade: Upgrade, name: str, outcome: Outcome) -> tuple[bool, Upgrade]:
         if isinstance(outcome, Wait):
@@ -326,6 +343,7 @@ class Engine:
 
     def _done(self, upgrade: Upgrade, name: str, outcome: Done) -> tuple[bool, Upgrade]:
         nxt = path_for(upgrade).step_after(name)
+        self._audit(upgrade.id, "step_done", step=name, summary=outcome.summary)
 
         def finish(u: Upgrade) -> None:
             st = u.step_state(name)
@@ -358,6 +376,7 @@ class Engine:
         if name == "preflight":
             self._say(upgrade.id, "plan", path_for(upgrade).plan_text(upgrade))
         if upgrade.ended:
+            self._audit(upgrade.id, "upgrade_ended", state=upgrade.state, reason=upgrade.reason)
             self._refresh_root(upgrade)
             self._say(upgrade.id, "end", f"🎉 {views.status_line(upgrade)}. {upgrade.reason}")
             return False, upgrade
@@ -389,7 +408,8 @@ class Engine:
             checkpoints.want(u, cp)
             return cp
 
-        upgrade, _ = self.store.update(upgrade.id, add)
+        upgrade, cp = self.store.update(upgrade.id, add)
+        self._audit(upgrade.id, "checkpoint_asked", checkpoint=cp.id, kind=cp.kind, step=name, **_named(cp.target))
         upgrade, _ = self.thread.reconcile(upgrade)
         self._refresh_root(upgrade)
         self._checkpoint_timers(upgrade)  # the reminder and expiry timer of the new checkpoint
@@ -449,12 +469,14 @@ class Engine:
 
         upgrade, expired = self.store.update(upgrade.id, expire)
         if expired:
+            self._audit(upgrade.id, "checkpoint_expired", checkpoint=checkpoint_id)
             log.info("checkpoint expired; upgrade paused", extra={"upgrade_id": upgrade.id})
         self.thread.reconcile(upgrade)
         self._refresh_root(upgrade)
 
     def _on_error(self, upgrade: Upgrade, name: str, err: Exception) -> tuple[bool, Upgrade]:
         error = classify(err)
+        self._audit(upgrade.id, "step_error", step=name, kind=type(error).__name__, reason=redact(error.reason))
         if isinstance(error, NotStartable):
             return False, self._not_startable(upgrade, error.reason)
         attempts = upgrade.step_state(name).attempts
@@ -495,6 +517,7 @@ class Engine:
             u.root_wanted = True
 
         upgrade, _ = self.store.update(upgrade.id, fail)
+        self._audit(upgrade.id, "upgrade_ended", state=upgrade.state, reason=upgrade.reason)
         self._say(upgrade.id, "refused", f"🛑 Not upgrading `{upgrade.release}`: {reason}. Nothing was changed.")
         self._refresh_root(upgrade)
         return upgrade
@@ -562,6 +585,7 @@ class Engine:
                 checkpoints.want(u, cp)
 
         upgrade, _ = self.store.update(upgrade.id, end)
+        self._audit(upgrade.id, "upgrade_ended", by, state=upgrade.state, reason=upgrade.reason)
         self._refresh_root(upgrade)
         self.thread.reconcile(upgrade)
 
@@ -591,7 +615,9 @@ class Engine:
         with self._guard:
             self._restoring.add(upgrade.id)
         try:
-            result = path_for(upgrade).restore(self._ctx(upgrade))
+            self._audit(upgrade.id, "step_started", step="restore")
+            with self._recording(upgrade.id):
+                result = path_for(upgrade).restore(self._ctx(upgrade))
         except Exception as err:
             self._restore_failed(upgrade, cp, classify(err))
             return
@@ -606,6 +632,7 @@ class Engine:
             u.reason += f" Restored: {result}."
 
         upgrade, _ = self.store.update(upgrade.id, done)
+        self._audit(upgrade.id, "step_done", step="restore", summary=result)
         self._say(upgrade.id, "restored", f"↩️ Restored: {result}. The pods are starting.")
         log.info("restored", extra={"upgrade_id": upgrade.id})
         self._refresh_root(upgrade)
@@ -678,6 +705,16 @@ class Engine:
             upgrade_id, lambda u: u.want(Post(key=f"file:{key}", kind="file", text=comment, data=data))
         )
         self.thread.reconcile(upgrade)
+
+
+def _named(target: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint names for the audit trail: the PVC and PV names it would destroy."""
+    named: dict[str, Any] = {}
+    if target.get("pvcs") and isinstance(target["pvcs"], list):
+        named["pvcs"] = [p.get("name") for p in target["pvcs"] if isinstance(p, dict)]
+    if target.get("pvs") and isinstance(target["pvs"], list):
+        named["pvs"] = [p.get("name") for p in target["pvs"] if isinstance(p, dict)]
+    return named
 
 
 def _restore_due(u: Upgrade) -> bool:

@@ -69,6 +69,8 @@ class Thread:
                 if ts is None:
                     return upgrade, False  # keep the order: later messages wait for this one
                 upgrade, _ = self.store.update(upgrade.id, _posted(post.key, ts, final))
+                if post.kind == "checkpoint":
+                    self._audit(upgrade.id, "checkpoint_posted", checkpoint=post.data.get("checkpoint"), ts=ts)
             elif not post.final and self._is_final(upgrade, post):
                 if self._finalize(upgrade, post):
                     upgrade, _ = self.store.update(upgrade.id, _posted(post.key, post.ts, True))
@@ -148,6 +150,12 @@ class Thread:
     def _finalize(self, upgrade: Upgrade, post: Post) -> bool:
         text, blocks, _ = self._render(upgrade, post)
         return bool(self._call(upgrade, post.key, self.notifier.update, upgrade.channel, post.ts, text, blocks))
+
+    def _audit(self, upgrade_id: str, event: str, **data: Any) -> None:
+        try:
+            self.store.audit(upgrade_id, event, user="bot", **data)
+        except Exception as err:
+            log.warning("could not write the audit trail: %s", type(err).__name__, extra={"upgrade_id": upgrade_id})
 
     def _call(self, upgrade: Upgrade, what: str, call: Callable[..., Any], *args: Any) -> Any:
         """The call's answer (``True`` for None answers), or None when Slack did not take it."""
