@@ -44,6 +44,21 @@ What is faithful (and therefore strict):
   ``/api/v1`` routes require the same header and answer the same HTTP 401 without it;
   ``/healthz`` stays public. ``mgmt_auth=False`` is an older release (no auth on 9091).
   Every request's ``Authorization`` header is kept in the request log.
+- RESTful ``collections/get_stats`` and ``collections/get_load_state`` (milvus 2.5
+  internal/distributed/proxy/httpserver/handler_v2.go ``getCollectionStats`` /
+  ``getCollectionLoadState``, bodies bound into ``CollectionNameReq``; responses are gin.H maps,
+  so nothing is omitted by omitempty: keys are present or absent by construction):
+  ``rowCount`` is datacoord's row count, the rows of Sealed and Flushed segments (Growing rows are
+  not counted before a flush) -> ``{"code":0,"data":{"rowCount":N}}``. Load state:
+  ``{"code":0,"data":{"loadProgress":P,"loadState":"LoadStateLoaded"|"LoadStateLoading"},"message":""}``
+  (``loadProgress`` present even when 0), not loaded -> ``{"code":0,"data":{"loadState":"LoadStateNotLoad"}}``
+  (no ``loadProgress``, no ``message``); an unknown collection **or database** is the proxy's
+  ``LoadStateNotExist`` turned into ``{"code":100,"message":"collection not found[collection=<name>]"}``;
+  an unknown partition ``{"code":200,"message":"partition not found[partition=<name>]"}`` (only
+  ``_default`` exists). get_stats: unknown collection or database (2.5's rootcoord looks the name up
+  before the database) -> ``{"code":100,"message":"collection not found[database=<db>][collection=<name>]"}``.
+  Bodies: empty -> 1801 "...the request body should be nil, however {} is valid"; not JSON, not an
+  object or a wrong type -> 1801; no/empty ``collectionName`` -> 1802 "missing required parameters".
 
 What is simulated, not real (documented so tests rely on it knowingly):
 - There is no background flush. A Sealed segment becomes Flushed only when ``/api/v1/persist/state``
@@ -53,9 +68,20 @@ What is simulated, not real (documented so tests rely on it knowingly):
   exact ``flush_ts`` it waits until its timeout; with ``flush_ts`` 0 it is told ``flushed: true``
   (unknown IDs count as flushed) while ``unflushed()`` still lists the segments. Tests assert
   ``unflushed()`` and the recorded state queries, which is how a rounding client is caught.
+- Loading: collections are loaded when created (``add_collection(..., loaded=False)`` or
+  ``set_loaded`` to change it). ``start()`` after a ``stop()`` (``restart()``; the pods came back)
+  or ``start_loading()`` puts the loaded collections in ``LoadStateLoading``: the next
+  ``load_polls`` get_load_state answers for such a collection say Loading (progress 0, then rising)
+  and the following one Loaded 100; ``finish_loading()`` ends it at once. No wall clock involved.
+- ``lose_rows`` removes rows from flushed segments and ``drop_collection`` removes a collection:
+  test hooks for data loss a verification must catch.
 - Error reasons follow Milvus' merr wording but are not byte-for-byte (e.g. Go's JSON error text).
 - ``fail_next`` injects a failure status before the real work (a persist that fails this way seals
   nothing).
+- ``hold`` keeps the next matching requests waiting before any work, until the test calls
+  ``release()``; ``Hold.held`` says how many are waiting now, so a test can act (kill the client)
+  while a request is known to be in flight. A released request is then served normally, even
+  if its client is gone by then (as when Milvus did the work but the answer was lost).
 
 Thread-safety: all state is guarded by one lock; the servers run in their own threads
 (``sandbox._http.ThreadedServer``) while tests drive ``add_collection``/``insert``/``unflushed``.
@@ -63,8 +89,10 @@ Thread-safety: all state is guarded by one lock; the servers run in their own th
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -89,13 +117,19 @@ EC_NOT_READY_SERVE = 56
 # merr codes (milvus pkg/util/merr/errors.go).
 CODE_SERVICE_NOT_READY = 1
 CODE_COLLECTION_NOT_FOUND = 100
+CODE_PARTITION_NOT_FOUND = 200
 CODE_DATABASE_NOT_FOUND = 800
 CODE_PARAMETER_INVALID = 1100
 CODE_NEED_AUTHENTICATE = 1800
 CODE_INCORRECT_PARAMETER_FORMAT = 1801
+CODE_MISSING_REQUIRED_PARAMETERS = 1802
 CODE_UNEXPECTED = 65535
 
 GROWING, SEALED, FLUSHED = "Growing", "Sealed", "Flushed"
+# commonpb.LoadState names, as the RESTful handler writes them (State.String()).
+LOAD_NOT_EXIST, LOAD_NOT_LOAD = "LoadStateNotExist", "LoadStateNotLoad"
+LOAD_LOADING, LOAD_LOADED = "LoadStateLoading", "LoadStateLoaded"
+DEFAULT_PARTITION = "_default"
 GIN_404 = "404 page not found"
 DEFAULT_DOWN_REASON = "Not all components are healthy, 0/1"
 
@@ -106,6 +140,8 @@ ROUTE_PERSIST = f"{V1}/persist"
 ROUTE_PERSIST_STATE = f"{V1}/persist/state"
 ROUTE_HEALTHZ = "/healthz"
 ROUTE_LIST_DATABASES = "/v2/vectordb/databases/list"
+ROUTE_GET_STATS = "/v2/vectordb/collections/get_stats"
+ROUTE_GET_LOAD_STATE = "/v2/vectordb/collections/get_load_state"
 
 # Request structs: field name -> kind (see _convert).
 _SHOW_COLLECTIONS = ("ShowCollectionsRequest", {"db_name": "string", "collection_names": "strings"})
@@ -113,6 +149,11 @@ _FLUSH = ("FlushRequest", {"db_name": "string", "collection_names": "strings"})
 _FLUSH_STATE = (
     "GetFlushStateRequest",
     {"segmentIDs": "int64s", "flush_ts": "uint64", "db_name": "string", "collection_name": "string"},
+)
+# RESTful v2 request struct (httpserver.CollectionNameReq): JSON key -> kind.
+_COLLECTION_NAME_REQ = (
+    "CollectionNameReq",
+    {"dbName": "string", "collectionName": "string", "partitionNames": "strings"},
 )
 
 
@@ -136,6 +177,9 @@ class SimCollection:
     segments: dict[int, SimSegment] = field(default_factory=dict)
     # (flush_ts, segment ids returned by that persist) waiting for the checkpoint to move
     pending: list[tuple[int, frozenset[int]]] = field(default_factory=list)
+    loaded: bool = True  # loaded (or loading) into the query nodes' memory
+    loading_left: int = 0  # get_load_state answers still to say Loading
+    loading_total: int = 0  # loading_left when the loading began (for the progress)
 
 
 @dataclass
@@ -161,6 +205,64 @@ class _FailRule:
     count: int
     code: int
     error_code: int
+    retriable: bool = False
+
+
+class Hold:
+    """Requests kept waiting by ``MilvusSim.hold`` until ``release()``.
+
+    ``held``: how many are waiting right now; ``caught``: how many it caught in all (at most
+    ``count``). After ``release()`` the waiting ones are served and it catches no more."""
+
+    def __init__(self, method: str, pattern: re.Pattern[str], server: str | None, count: int) -> None:
+        self.method = method
+        self.pattern = pattern
+        self.server = server
+        self.remaining = count
+        self.caught = 0
+        self.released = False
+        self._held = 0
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    @property
+    def held(self) -> int:
+        with self._lock:
+            return self._held
+
+    def _catch(self, server: str, method: str, path: str) -> asyncio.Future[None] | None:
+        with self._lock:
+            if self.released or self.remaining <= 0:
+                return None
+            if self.method not in ("*", method) or (self.server is not None and self.server != server):
+                return None
+            if self.pattern.search(path) is None:
+                return None
+            self.remaining -= 1
+            self.caught += 1
+            self._held += 1
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((loop, fut))
+            return fut
+
+    def _done(self) -> None:
+        with self._lock:
+            self._held -= 1
+
+    def release(self) -> None:
+        """Serve the waiting requests (normally) and catch no more."""
+        with self._lock:
+            self.released = True
+            waiters, self._waiters = self._waiters, []
+        for loop, fut in waiters:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_resolve, fut)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 @dataclass
@@ -261,6 +363,8 @@ def _normalize_route(route: str) -> str:
         return route
     if route == "healthz":
         return ROUTE_HEALTHZ
+    if route in ("get_stats", "get_load_state"):
+        return f"/v2/vectordb/collections/{route}"
     if route.startswith("v2/"):
         return "/" + route
     return f"{V1}/{route}"
@@ -286,8 +390,10 @@ class MilvusSim:
         token: str | None = None,
         mgmt_auth: bool = True,
         segment_capacity: int = 100_000,
+        load_polls: int = 2,
     ) -> None:
         self.flush_polls = flush_polls
+        self.load_polls = load_polls  # get_load_state answers saying Loading after a restart
         self.version = version
         self.token = token
         self.mgmt_auth = mgmt_auth
@@ -299,12 +405,14 @@ class MilvusSim:
         self._dbs: dict[str, dict[str, SimCollection]] = {"default": {}}
         self._segments: dict[int, SimCollection] = {}  # segment id -> owning collection
         self._fail_rules: list[_FailRule] = []
+        self._holds: list[Hold] = []
         self._down = False
         self._down_reason = DEFAULT_DOWN_REASON
         self._v1_removed = False
         self._mgmt: ThreadedServer | None = None
         self._rest: ThreadedServer | None = None
         self._ports = (0, 0)
+        self._was_stopped = False  # the next start() is a restart: loaded collections reload
 
     # ------------------------------------------------------------------ allocation
 
@@ -340,9 +448,10 @@ class MilvusSim:
         segments: int = 2,
         rows_per_segment: int = 1000,
         flushed_segments: int = 0,
+        loaded: bool = True,
     ) -> int:
         """Create a collection with ``segments`` growing (unflushed) and ``flushed_segments`` flushed
-        segments; return its ID."""
+        segments, loaded unless ``loaded=False``; return its ID."""
         with self._lock:
             colls = self._database(db)
             if name in colls:
@@ -357,6 +466,7 @@ class MilvusSim:
                 created_ms=ts >> 18,
                 channel=f"by-dev-rootcoord-dml_{cid % 16}_{cid}v0",
                 checkpoint_ts=ts,
+                loaded=loaded,
             )
             colls[name] = coll
             for i in range(segments + flushed_segments):
@@ -438,6 +548,97 @@ class MilvusSim:
                 del self._segments[sid]
             return lost
 
+    def lose_rows(self, db: str, collection: str, n: int) -> list[int]:
+        """Lose ``n`` rows of flushed data (newest flushed segments first), as a broken object store
+        would; return the IDs of the segments that lost rows. ValueError if fewer are flushed."""
+        with self._lock:
+            coll = self._collection(db, collection)
+            flushed = [s for s in coll.segments.values() if s.state == FLUSHED]
+            if n < 0 or n > sum(s.rows for s in flushed):
+                raise ValueError(f"cannot lose {n} rows: {db}.{collection} has fewer flushed rows")
+            touched: list[int] = []
+            for seg in reversed(flushed):
+                if n == 0:
+                    break
+                take = min(n, seg.rows)
+                if take:
+                    seg.rows -= take
+                    n -= take
+                    touched.append(seg.id)
+            return touched
+
+    def drop_collection(self, db: str, collection: str) -> None:
+        """The collection vanishes (dropped, or its metadata lost) with all its segments."""
+        with self._lock:
+            coll = self._collection(db, collection)
+            for sid in coll.segments:
+                self._segments.pop(sid, None)
+            del self._dbs[db][collection]
+
+    def row_count(self, db: str, collection: str) -> int:
+        """What get_stats answers: the rows of the Sealed and Flushed segments."""
+        with self._lock:
+            return self._row_count(self._collection(db, collection))
+
+    def total_rows(self, db: str, collection: str) -> int:
+        """Every row written and not lost, Growing segments included."""
+        with self._lock:
+            return sum(s.rows for s in self._collection(db, collection).segments.values())
+
+    @staticmethod
+    def _row_count(coll: SimCollection) -> int:
+        return sum(s.rows for s in coll.segments.values() if s.state != GROWING)
+
+    # ------------------------------------------------------------------ load state, driven by tests
+
+    def load_state(self, db: str, collection: str) -> str:
+        """``LoadStateNotLoad``, ``LoadStateLoading`` or ``LoadStateLoaded`` (does not count as a poll)."""
+        with self._lock:
+            coll = self._collection(db, collection)
+            if not coll.loaded:
+                return LOAD_NOT_LOAD
+            return LOAD_LOADING if coll.loading_left > 0 else LOAD_LOADED
+
+    def set_loaded(self, db: str, collection: str, loaded: bool) -> None:
+        """Loaded (at once, no Loading phase) or released."""
+        with self._lock:
+            coll = self._collection(db, collection)
+            coll.loaded = loaded
+            coll.loading_left = coll.loading_total = 0
+
+    def start_loading(self, db: str | None = None, collection: str | None = None, *, polls: int | None = None) -> None:
+        """Put the loaded collections (of ``db``, or just ``db.collection``, which becomes loaded) in
+        LoadStateLoading for the next ``polls`` (default ``load_polls``) get_load_state answers each,
+        as query nodes reloading them after a restart. ``start()`` after ``stop()`` calls this."""
+        with self._lock:
+            polls = self.load_polls if polls is None else polls
+            for coll in self._select(db, collection):
+                if collection is not None:
+                    coll.loaded = True
+                if coll.loaded:
+                    coll.loading_left = coll.loading_total = polls
+
+    def finish_loading(self, db: str | None = None, collection: str | None = None) -> None:
+        """End the Loading phase of the matching collections now (they answer Loaded)."""
+        with self._lock:
+            for coll in self._select(db, collection):
+                coll.loading_left = coll.loading_total = 0
+
+    def restart(self) -> MilvusSim:
+        """Milvus' pods went away and came back: ``stop()`` then ``start()`` (same ports, same data;
+        loaded collections are Loading again)."""
+        self.stop()
+        return self.start()
+
+    def _select(self, db: str | None, collection: str | None) -> list[SimCollection]:
+        if collection is not None:
+            if db is None:
+                raise ValueError("a collection needs its database")
+            return [self._collection(db, collection)]
+        if db is not None:
+            return list(self._database(db).values())
+        return [c for colls in self._dbs.values() for c in colls.values()]
+
     def calls(self, path: str) -> list[RequestRecord]:
         """The recorded requests to ``path`` (e.g. ``/api/v1/persist/state``)."""
         return [r for r in list(self.requests) if r.path == _normalize_route(path)]
@@ -460,13 +661,42 @@ class MilvusSim:
         count: int = 1,
         code: int = CODE_UNEXPECTED,
         error_code: int = EC_UNEXPECTED_ERROR,
+        retriable: bool = False,
     ) -> None:
         """The next ``count`` matching calls fail: HTTP 200 with a non-empty status (``/healthz``:
         500 with ``reason``; RESTful: ``{"code":code,"message":reason}``). ``route`` is a path or a
-        short name (``persist``, ``persist/state``, ``collections``, ``healthz``,
-        ``v2/vectordb/databases/list``); ``db``/``collection`` narrow the match."""
+        short name (``persist``, ``persist/state``, ``collections``, ``healthz``, ``get_stats``,
+        ``get_load_state``, ``v2/vectordb/databases/list``); ``db``/``collection`` narrow the match. ``retriable``
+        sets the status's ``retriable`` (as merr does for e.g. service-not-ready) on the
+        ``/api/v1`` routes that answer a status."""
+        rule = _FailRule(_normalize_route(route), db, collection, reason, count, code, error_code, retriable)
         with self._lock:
-            self._fail_rules.append(_FailRule(_normalize_route(route), db, collection, reason, count, code, error_code))
+            self._fail_rules.append(rule)
+
+    def hold(self, path_regex: str, *, method: str = "*", server: str | None = None, count: int = 1) -> Hold:
+        """Keep the next ``count`` requests whose path matches ``path_regex`` (re.search; method
+        ``'*'`` = any, ``server`` "mgmt"/"rest"/None = either) waiting, before any work and before
+        they are logged, until ``release()`` on the returned ``Hold``."""
+        hold = Hold(method.upper(), re.compile(path_regex), server, count)
+        with self._lock:
+            self._holds.append(hold)
+        return hold
+
+    def release_holds(self) -> None:
+        """Release every hold (``stop()`` does this first)."""
+        with self._lock:
+            holds, self._holds = self._holds, []
+        for hold in holds:
+            hold.release()
+
+    def _caught(self, server: str, request: web.Request) -> tuple[Hold, asyncio.Future[None]] | None:
+        with self._lock:
+            holds = list(self._holds)
+        for hold in holds:
+            fut = hold._catch(server, request.method, request.path)
+            if fut is not None:
+                return hold, fut
+        return None
 
     def remove_v1_routes(self, removed: bool = True) -> None:
         """Behave like Milvus 2.6: /api/v1/* answer gin's plain 404."""
@@ -505,16 +735,22 @@ class MilvusSim:
         """Serve both ports (again on the previous ports after a stop())."""
         if self._mgmt is not None:
             return self
+        if self._was_stopped:  # a restart: the query nodes load the loaded collections again
+            self._was_stopped = False
+            self.start_loading()
         self._mgmt = ThreadedServer(self._mgmt_app(), port=self._ports[0]).start()
         self._rest = ThreadedServer(self._rest_app(), port=self._ports[1]).start()
         self._ports = (self._mgmt.port, self._rest.port)
         return self
 
     def stop(self) -> None:
-        """Stop serving (the release is uninstalled); the data stays."""
+        """Stop serving (the release is uninstalled); the data stays. Held requests are released."""
+        self.release_holds()
         for server in (self._mgmt, self._rest):
             if server is not None:
                 server.stop()
+        if self._mgmt is not None:
+            self._was_stopped = True
         self._mgmt = self._rest = None
 
     def __enter__(self) -> MilvusSim:
@@ -539,6 +775,8 @@ class MilvusSim:
     def _rest_app(self) -> web.Application:
         app = web.Application(middlewares=[self._gin_not_found("rest")])
         app.router.add_route("POST", ROUTE_LIST_DATABASES, self._wrap("rest", self._h_list_databases))
+        app.router.add_route("POST", ROUTE_GET_STATS, self._wrap("rest", self._h_get_stats))
+        app.router.add_route("POST", ROUTE_GET_LOAD_STATE, self._wrap("rest", self._h_get_load_state))
         return app
 
     def _unauthenticated(self, server: str, request: web.Request) -> _Reply | None:
@@ -552,11 +790,22 @@ class MilvusSim:
     def _wrap(self, server: str, fn: Callable[[web.Request, bytes], _Reply]) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
             raw = await request.read()
+            await self._wait_if_held(server, request)
             with self._lock:
                 reply = self._unauthenticated(server, request) or fn(request, raw)
             return self._respond(server, request, raw, reply)
 
         return handler
+
+    async def _wait_if_held(self, server: str, request: web.Request) -> None:
+        caught = self._caught(server, request)
+        if caught is None:
+            return
+        hold, fut = caught
+        try:
+            await fut
+        finally:
+            hold._done()
 
     def _gin_not_found(self, server: str) -> Middleware:
         @web.middleware
@@ -616,7 +865,7 @@ class MilvusSim:
             return _Reply(400, {"error_code": EC_ILLEGAL_ARGUMENT, "reason": reason})
         rule = self._take_failure(path, req)
         if rule is not None:
-            return _Reply(200, {"status": status(rule.code, rule.error_code, rule.reason)})
+            return _Reply(200, {"status": status(rule.code, rule.error_code, rule.reason, retriable=rule.retriable)})
         if self._down:
             return _Reply(200, {"status": self._not_ready()})
         return _Reply(200, work(req))
@@ -782,3 +1031,81 @@ class MilvusSim:
         if self._down:
             return _Reply(200, {"code": CODE_SERVICE_NOT_READY, "message": self._not_ready()["reason"]})
         return _Reply(200, {"code": 0, "data": list(self._dbs)})
+
+    @staticmethod
+    def _bind_collection_req(raw: bytes) -> dict[str, Any] | _Reply:
+        """wrapperPost: gin's ShouldBindBodyWith into CollectionNameReq, then its ``binding:"required"``."""
+        go_type, fields = _COLLECTION_NAME_REQ
+        if not raw.strip():  # io.EOF
+            message = "can only accept json format request, the request body should be nil, however {} is valid"
+            return _Reply(200, {"code": CODE_INCORRECT_PARAMETER_FORMAT, "message": message})
+        try:
+            try:
+                doc = json.loads(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise _BindError(f"invalid character in JSON body: {exc}") from exc
+            if doc is not None and not isinstance(doc, dict):
+                raise _BindError(f"json: cannot unmarshal {_go_kind(doc)} into Go value of type httpserver.{go_type}")
+            req: dict[str, Any] = {}
+            folded = {name.lower(): name for name in fields}
+            for key, value in (doc or {}).items():  # keys match case-insensitively, a later one wins
+                name = key if key in fields else folded.get(key.lower())
+                if name is not None:
+                    req[name] = _convert(value, fields[name], f"{go_type}.{name}")
+        except _BindError as exc:
+            message = f"can only accept json format request, error: {exc}"
+            return _Reply(200, {"code": CODE_INCORRECT_PARAMETER_FORMAT, "message": message})
+        if not req.get("collectionName"):
+            message = (
+                "missing required parameters, error: Key: 'CollectionNameReq.CollectionName' "
+                "Error:Field validation for 'CollectionName' failed on the 'required' tag"
+            )
+            return _Reply(200, {"code": CODE_MISSING_REQUIRED_PARAMETERS, "message": message})
+        return req
+
+    def _rest_collection_call(self, route: str, raw: bytes) -> tuple[str, str, dict[str, Any]] | _Reply:
+        """Bind, then the injected failure, then the proxy's health check (as databases/list)."""
+        req = self._bind_collection_req(raw)
+        if isinstance(req, _Reply):
+            return req
+        db, name = req.get("dbName") or "default", req["collectionName"]
+        rule = self._take_failure(route, {"db_name": db, "collection_name": name})
+        if rule is not None:
+            return _Reply(200, {"code": rule.code, "message": rule.reason})
+        if self._down:
+            return _Reply(200, {"code": CODE_SERVICE_NOT_READY, "message": self._not_ready()["reason"]})
+        return db, name, req
+
+    def _h_get_stats(self, request: web.Request, raw: bytes) -> _Reply:
+        call = self._rest_collection_call(ROUTE_GET_STATS, raw)
+        if isinstance(call, _Reply):
+            return call
+        db, name, _ = call
+        coll = self._dbs.get(db, {}).get(name)
+        if coll is None:  # 2.5 rootcoord: the name is looked up before the database
+            reason = f"collection not found[database={db}][collection={name}]"
+            return _Reply(200, {"code": CODE_COLLECTION_NOT_FOUND, "message": reason})
+        return _Reply(200, {"code": 0, "data": {"rowCount": self._row_count(coll)}})
+
+    def _h_get_load_state(self, request: web.Request, raw: bytes) -> _Reply:
+        call = self._rest_collection_call(ROUTE_GET_LOAD_STATE, raw)
+        if isinstance(call, _Reply):
+            return call
+        db, name, req = call
+        coll = self._dbs.get(db, {}).get(name)
+        if coll is None:  # GetLoadState answers LoadStateNotExist; the handler wraps it (no database)
+            reason = f"collection not found[collection={name}]"
+            return _Reply(200, {"code": CODE_COLLECTION_NOT_FOUND, "message": reason})
+        unknown = [p for p in req.get("partitionNames", []) if p != DEFAULT_PARTITION]
+        if unknown:
+            reason = f"partition not found[partition={unknown[0]}]"
+            return _Reply(200, {"code": CODE_PARTITION_NOT_FOUND, "message": reason})
+        if not coll.loaded:  # no loadProgress, no message
+            return _Reply(200, {"code": 0, "data": {"loadState": LOAD_NOT_LOAD}})
+        if coll.loading_left > 0:
+            progress = 100 * (coll.loading_total - coll.loading_left) // coll.loading_total
+            coll.loading_left -= 1
+            state = LOAD_LOADING
+        else:
+            progress, state = 100, LOAD_LOADED
+        return _Reply(200, {"code": 0, "data": {"loadProgress": progress, "loadState": state}, "message": ""})

@@ -189,6 +189,7 @@ class World:
             self.kube.register_service_backend(namespace, f"{name}-milvus", 9091, milvus.mgmt_url)
             self.kube.register_service_backend(namespace, f"{name}-milvus", 19530, milvus.rest_url)
             self.releases[key] = Release(name, namespace, milvus, config)
+            self.store.subscribe(_follow_service(milvus, namespace, f"{name}-milvus"))
         return self.releases[key]
 
     def seed_operator(self) -> None:
@@ -285,6 +286,24 @@ def milvus_manifest(name: str, namespace: str, pulsar_chart: str = "pulsar-v2") 
             },
         },
     }
+
+
+def _follow_service(milvus: MilvusSim, namespace: str, service: str) -> Any:
+    """Milvus runs while its Service exists: down when the release is uninstalled (or the Milvus
+    resource deleted), back with its data when it is installed again, its loaded collections then
+    reloading (LoadStateLoading for a few polls) as the query nodes do after a restart."""
+
+    def on_event(event: str, key: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        if key != "services" or meta.get("namespace") != namespace or meta.get("name") != service:
+            return
+        if event == "DELETED":
+            milvus.set_down(True, reason="Milvus is not running: its pods are gone")
+        elif event == "ADDED":
+            milvus.set_down(False)
+            milvus.start_loading()
+
+    return on_event
 
 
 def seed_data(milvus: MilvusSim) -> None:

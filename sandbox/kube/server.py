@@ -31,8 +31,10 @@ What it serves, as the real API server does:
   with the real message), bearer-token authentication (401 without it);
 - the service proxy (``/api/v1/namespaces/<ns>/services/[http:]<name>[:<port>]/proxy/...``)
   forwarding to backends registered per service port (404 / 503 like the real one);
-- fault injection (answer the next N matching requests with an error Status, or hang then 504)
-  and a request log for assertions (``RequestRecord.raw`` keeps the body bytes).
+- fault injection (answer the next N matching requests with an error Status, or hang then 504;
+  narrowed by User-Agent and by watch or not; ``inject_fault`` returns a ``Fault`` whose ``hits``
+  says how many requests it caught) and a request log for assertions (``RequestRecord.raw``
+  keeps the body bytes). A 429 always carries ``Retry-After`` (1 s unless the fault says).
 Every error is a ``metav1.Status`` JSON body with the matching HTTP code.
 """
 
@@ -128,7 +130,10 @@ class RequestRecord:
 
 
 @dataclass
-class _Fault:
+class Fault:
+    """One injected fault, as ``inject_fault`` returns it: ``hits`` counts the requests it caught
+    (answered with its error, or hung), ``remaining`` how many it may still catch."""
+
     method: str
     pattern: re.Pattern[str]
     status: int
@@ -137,6 +142,27 @@ class _Fault:
     reason: str | None
     message: str | None
     skip: int = 0  # matching requests served normally before the fault applies
+    user_agent: re.Pattern[str] | None = None  # only requests whose User-Agent matches (re.search)
+    watch: bool | None = None  # True: only watch requests; False: never a watch; None: either
+    retry_after: int | None = None  # Retry-After (seconds) on the answer; a 429 gets 1 without it
+    hits: int = 0
+
+    def matches(self, method: str, path: str, user_agent: str, watch: bool) -> bool:
+        return (
+            self.remaining > 0
+            and self.method in ("*", method)
+            and self.pattern.search(path) is not None
+            and (self.user_agent is None or self.user_agent.search(user_agent) is not None)
+            and (self.watch is None or self.watch == watch)
+        )
+
+
+class _FaultError(ApiError):
+    """An injected fault's answer (with the fault's Retry-After, if any)."""
+
+    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any], retry_after: int | None) -> None:
+        super().__init__(code, reason, message, details)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -173,7 +199,10 @@ def _json_response(body: Any, status: int = 200) -> web.Response:
 
 def _status_response(exc: ApiError) -> web.Response:
     resp = _json_response(exc.status(), exc.code)
-    if exc.code == 429:
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        resp.headers["Retry-After"] = str(retry_after)
+    elif exc.code == 429:
         resp.headers["Retry-After"] = "1"
     return resp
 
@@ -187,7 +216,7 @@ class KubeApiServer:
         self.user = user
         self.requests: list[RequestRecord] = []
         self._lock = threading.Lock()
-        self._faults: list[_Fault] = []
+        self._faults: list[Fault] = []
         self._denies: list[_Deny] = []
         self._backends: dict[tuple[str, str, int], str] = {}
         self._snapshots: collections.OrderedDict[str, _Snapshot] = collections.OrderedDict()
@@ -282,16 +311,37 @@ class KubeApiServer:
         reason: str | None = None,
         message: str | None = None,
         skip: int = 0,
-    ) -> None:
+        user_agent: str | None = None,
+        watch: bool | None = None,
+        retry_after: int | None = None,
+    ) -> Fault:
         """Fail the next ``count`` requests matching method ('*' = any) and path (re.search).
 
         They answer a Status with ``status`` (reason from the code unless given), or, with
         ``hang_seconds``, hang that long and then answer 504 Timeout. With ``skip``, that many
         matching requests are served normally first (e.g. hang the second PVC DELETE).
+        ``user_agent`` (re.search) limits it to one client's requests (e.g. the bot's, not
+        helm's); ``watch`` True/False to watch requests only / never a watch. ``retry_after``
+        is sent as the answer's Retry-After header (a 429 carries ``Retry-After: 1`` without it,
+        as the real API server's priority-and-fairness rejections do). A request caught by a
+        fault is not applied. The returned ``Fault`` counts what it caught (``hits``).
         """
-        fault = _Fault(method.upper(), re.compile(path_regex), status, count, hang_seconds, reason, message, skip)
+        fault = Fault(
+            method.upper(),
+            re.compile(path_regex),
+            status,
+            count,
+            hang_seconds,
+            reason,
+            message,
+            skip,
+            re.compile(user_agent) if user_agent is not None else None,
+            watch,
+            retry_after,
+        )
         with self._lock:
             self._faults.append(fault)
+        return fault
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -350,7 +400,7 @@ class KubeApiServer:
         if path.rstrip("/") == "/version":  # public, like system:public-info-viewer
             return _json_response(dict(discovery.SERVER_VERSION))
         self._authenticate(request)
-        await self._maybe_fault(request.method, path)
+        await self._maybe_fault(request)
         if path.rstrip("/") == "/openapi/v3" or path.startswith("/openapi/v3/"):
             return _openapi_v3(path)
         doc = self._discovery(path, request)
@@ -369,31 +419,33 @@ class KubeApiServer:
         if scheme.lower() != "bearer" or token.strip() != self.token:
             raise ApiError(401, "Unauthorized", "Unauthorized")
 
-    async def _maybe_fault(self, method: str, path: str) -> None:
+    async def _maybe_fault(self, request: web.Request) -> None:
+        method, path = request.method, request.path
+        user_agent = request.headers.get("User-Agent", "")
+        watch = request.query.get("watch", "").lower() in ("1", "true")
         with self._lock:
-            fault = next(
-                (f for f in self._faults if f.remaining > 0 and f.method in ("*", method) and f.pattern.search(path)),
-                None,
-            )
+            fault = next((f for f in self._faults if f.matches(method, path, user_agent, watch)), None)
             if fault is None:
                 return
             if fault.skip > 0:
                 fault.skip -= 1
                 return
             fault.remaining -= 1
+            fault.hits += 1
             if fault.remaining <= 0:
                 self._faults.remove(fault)
         if fault.hang_seconds is not None:
             await asyncio.sleep(fault.hang_seconds)
-            raise ApiError(
+            raise _FaultError(
                 504,
                 "Timeout",
                 "Timeout: request did not complete within the allotted timeout",
                 {"causes": [{"reason": "UnexpectedServerResponse", "message": "injected hang"}]},
+                fault.retry_after,
             )
         reason = fault.reason or _FAULT_REASONS.get(fault.status, "InternalError")
         message = fault.message or _fault_message(fault.status, path)
-        raise ApiError(fault.status, reason, message, {})
+        raise _FaultError(fault.status, reason, message, {}, fault.retry_after)
 
     def _discovery(self, path: str, request: web.Request) -> dict[str, Any] | None:
         path = path.rstrip("/") or "/"
