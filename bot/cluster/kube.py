@@ -143,18 +143,33 @@ def _unreachable(action: str, err: BaseException, timeout: tuple[float, float]) 
     return KubeTemporary(action, 0, f"cannot reach the Kubernetes API: {err}")
 
 
+THROTTLED_TRIES = 5  # a 429 is sent up to this many times in all, as client-go does
+THROTTLED_MAX_WAIT = 10.0  # seconds: a longer Retry-After is left to the engine's retry
+
+
 def _call(action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> JSON:
     """One API call with its (connect, read) timeout; every failure is a KubeError (status 0:
-    no answer, e.g. the server did not answer in time: temporary)."""
+    no answer, e.g. the server did not answer in time: temporary).
+
+    A 429 (the API server's priority and fairness: the request was not executed) is sent
+    again after its Retry-After, a few times, as client-go does; only then is it an error."""
     timeout = kwargs.pop("_request_timeout", None) or _timeout_of(fn)
-    try:
-        resp = fn(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
-    except ApiException as err:
-        raise kube_error(action, err.status or 0, _status_message(err), _retry_after(err)) from None
-    except (Urllib3Error, OSError) as err:
-        raise _unreachable(action, err, timeout) from None
-    data = resp.data
-    return json.loads(data) if data else {}
+    for attempt in range(1, THROTTLED_TRIES + 1):
+        try:
+            resp = fn(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
+        except ApiException as err:
+            wait = _retry_after(err)
+            wait = 1.0 if wait is None else wait
+            if err.status == 429 and attempt < THROTTLED_TRIES and wait <= THROTTLED_MAX_WAIT:
+                log.info("%s: throttled (429), again in %gs", action, wait)
+                time.sleep(wait)
+                continue
+            raise kube_error(action, err.status or 0, _status_message(err), _retry_after(err)) from None
+        except (Urllib3Error, OSError) as err:
+            raise _unreachable(action, err, timeout) from None
+        data = resp.data
+        return json.loads(data) if data else {}
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 _MILVUS = ("milvus.io", "v1beta1")

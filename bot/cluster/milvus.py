@@ -53,6 +53,7 @@ HEALTHZ = "/healthz"
 V2_LIST_DATABASES = "/v2/vectordb/databases/list"
 
 CODE_NEED_AUTHENTICATE = 1800
+CODE_SERVICE_NOT_READY = 1  # merr.ErrServiceNotReady: passing (a component restarting)
 MGMT_PORT = 9091
 REST_PORT = 19530
 
@@ -373,7 +374,12 @@ class MilvusClient:
             raise refused
         doc = self._decode(V1_HEALTH, resp)
         if resp.status_code != 200 or not isinstance(doc, dict) or doc.get("status") != "ok":
-            raise MilvusHttpError(V1_HEALTH, f"unexpected answer: {resp.text[:300]!r}", http_status=resp.status_code)
+            raise MilvusHttpError(
+                V1_HEALTH,
+                f"unexpected answer: {resp.text[:300]!r}",
+                http_status=resp.status_code,
+                retriable=_retriable(resp.status_code),
+            )
 
     def healthz(self) -> tuple[bool, str]:
         """GET /healthz: (healthy, reason). Unreachable is (False, why), not an exception."""
@@ -395,7 +401,13 @@ class MilvusClient:
         code = doc.get("code") if isinstance(doc, dict) else None
         message = str(doc.get("message", "")) if isinstance(doc, dict) else resp.text[:300]
         if resp.status_code != 200 or code != 0:
-            raise MilvusHttpError(route, message or "unexpected answer", http_status=resp.status_code, code=code)
+            raise MilvusHttpError(
+                route,
+                message or "unexpected answer",
+                http_status=resp.status_code,
+                code=code,
+                retriable=_retriable(resp.status_code) or code == CODE_SERVICE_NOT_READY,
+            )
         data = doc.get("data") or []
         if not isinstance(data, list) or not all(isinstance(d, str) for d in data):
             raise MilvusHttpError(route, f"data is not a list of names: {data!r}")

@@ -22,6 +22,8 @@ def detect(ctx: Ctx) -> Done:
         release = helm_release(ctx)
         cr = ctx.kube.get_milvus(ctx.namespace, ctx.release)
     except KubeError as err:
+        if err.temporary:  # no answer, 429, 5xx: retried by the engine, not a reason to refuse
+            raise
         raise NotStartable(f"I cannot read namespace `{ctx.namespace}`: {err.message}") from None
     where = f"`{ctx.release}` in namespace `{ctx.namespace}`"
     requested = ctx.upgrade.mode

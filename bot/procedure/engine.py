@@ -115,7 +115,7 @@ class Engine:
         self._restoring: set[str] = set()
         self.thread = Thread(store, notifier, visible_steps)
         kube.request_timeout = settings.kube_request_timeout_seconds
-        self._http = kube.http_client()
+        self._http = kube.http_client(timeout=settings.kube_request_timeout_seconds)
 
     @classmethod
     def from_settings(cls, settings: Settings, limits: Limits | None = None) -> Engine:
@@ -485,7 +485,8 @@ class Engine:
             log.warning("temporary failure, retrying: %s", error.reason, extra={"upgrade_id": upgrade.id})
             self.runner.schedule(upgrade.id, delay=retry_delay(error, attempts))
             return False, upgrade
-        if isinstance(error, Refusal) or name in ("detect", "preflight"):
+        passing = isinstance(error, Temporary)  # out of automatic retries: Retry, not a refusal
+        if isinstance(error, Refusal) or name == "detect" or (name == "preflight" and not passing):
             return False, self._fail(upgrade, name, error)
         return False, self._block(upgrade, name, error)
 

@@ -277,13 +277,19 @@ def clear_interrupted(ctx: Ctx, step: str) -> HelmRelease | None:
     As Helm users do: back to the last revision that ran (``helm rollback``), or, when none ever
     ran (an interrupted first install), ``helm uninstall`` of that pending release (the saved values
     are in the record, and StatefulSet claims survive an uninstall). A pending state that this
-    upgrade did not leave is someone else's operation: stop and say so, touching nothing."""
+    upgrade did not leave is someone else's operation: stop and say so, touching nothing.
+
+    A clearing that was itself interrupted (the pod died during that ``helm uninstall``) leaves
+    the release ``uninstalling`` with this step's mark still set: it is cleared again, with
+    ``helm uninstall``."""
     secrets = ctx.kube.list_secrets(ctx.namespace, f"owner=helm,name={ctx.release}")
     release = find_release(secrets, ctx.release)
-    if release is None or release.status not in PENDING:
+    if release is None or release.status not in (*PENDING, "uninstalling"):
         return release
     mark = ctx.upgrade.helm.helm_running or {}
     if mark.get("step") != step:
+        if release.status == "uninstalling":
+            return release
         raise StepError(
             f"the release is `{release.status}` (revision {release.revision}): a helm operation that this upgrade "
             "did not start is in progress or was interrupted. Let it finish, or clear it (`helm rollback` or "
@@ -291,8 +297,9 @@ def clear_interrupted(ctx: Ctx, step: str) -> HelmRelease | None:
         )
     earlier = [r for r in release_history(secrets, ctx.release) if r.revision < release.revision]
     ran = [r for r in earlier if r.status in ("deployed", "superseded")]
-    with helm_running(ctx, step, "clear"):
-        if ran:
+    command = str(mark.get("command", "?"))
+    with helm_running(ctx, step, command):  # still the interrupted command's mark, should this die too
+        if ran and release.status != "uninstalling":
             ctx.helm.rollback(ctx.release, ctx.namespace, ran[-1].revision)
             what = f"rolled back to revision {ran[-1].revision}"
         else:
@@ -300,8 +307,7 @@ def clear_interrupted(ctx: Ctx, step: str) -> HelmRelease | None:
             what = "removed the never-completed release record"
     ctx.say(
         f"cleared:{step}:{release.revision}",
-        f"🧹 An interrupted `helm {mark.get('command', '?')}` left `{ctx.release}` {release.status}: {what}, "
-        "and carrying on.",
+        f"🧹 An interrupted `helm {command}` left `{ctx.release}` {release.status}: {what}, and carrying on.",
     )
     return helm_release(ctx)
 

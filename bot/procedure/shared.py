@@ -26,6 +26,8 @@ def milvus_inventory(ctx: Ctx) -> tuple[dict[str, list[str]], list[str]]:
     except MilvusRoutesGone as err:
         return {}, [str(err)]
     except MilvusHttpError as err:
+        if err.retriable:  # no answer, 429, 5xx, not ready: retried by the engine, not a refusal
+            raise
         return {}, [f"the Milvus HTTP API does not answer: {err}"]
     return databases, []
 
