@@ -58,6 +58,7 @@ class Settings:
     flush_timeout_seconds: float = 600.0
     pods_timeout_seconds: float = 900.0
     pvc_timeout_seconds: float = 300.0
+    load_timeout_seconds: float = 600.0
     runner_lease_seconds: float = 15.0
     kube_request_timeout_seconds: float = 30.0
     backup_to_slack: str = "redacted"
@@ -252,6 +253,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         flush_timeout_seconds=_positive_float(env, "UPGRADE_FLUSH_TIMEOUT_SECONDS", 600.0, 86400),
         pods_timeout_seconds=_positive_float(env, "UPGRADE_PODS_TIMEOUT_SECONDS", 900.0, 86400),
         pvc_timeout_seconds=_positive_float(env, "UPGRADE_PVC_TIMEOUT_SECONDS", 300.0, 86400),
+        load_timeout_seconds=_positive_float(env, "UPGRADE_LOAD_TIMEOUT_SECONDS", 600.0, 86400),
         runner_lease_seconds=_positive_float(env, "RUNNER_LEASE_SECONDS", 15.0, 600),
         kube_request_timeout_seconds=_positive_float(env, "KUBE_REQUEST_TIMEOUT_SECONDS", 30.0, 600),
         backup_to_slack=_backup_to_slack(env),

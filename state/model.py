@@ -86,6 +86,10 @@ class Facts:
 
     release: dict[str, Any] = field(default_factory=dict)  # chart/Milvus/operator versions seen by preflight
     databases: dict[str, list[str]] = field(default_factory=dict)  # collections of each database, at preflight
+    # {db: {collection: {"rows": n, "load": state}}} at preflight, before the first flush
+    rows_before: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # {db: {collection: rows}} right after the last flush: the number that must survive
+    rows_flushed: dict[str, dict[str, int]] = field(default_factory=dict)
     pvcs: list[dict[str, Any]] = field(default_factory=list)  # Pulsar V2 PVCs seen by preflight
     pvs: list[dict[str, Any]] = field(default_factory=list)  # the PVs bound to them
     flush: dict[str, Any] = field(default_factory=dict)  # the flush before the first checkpoint

@@ -128,12 +128,18 @@ def has_button(msg: Message, action_id: str) -> bool:
 
 
 def cluster_writes(world: World) -> list[Any]:
-    """The Kubernetes writes in ``world``'s request log, less the two POSTs that only read
-    (SelfSubjectAccessReview, and Milvus's RESTful database list through the service proxy)."""
+    """The Kubernetes writes in ``world``'s request log, less the POSTs that only read
+    (SelfSubjectAccessReview, and Milvus's RESTful reads through the service proxy: the database
+    list, a collection's row count and its load state)."""
+    reads = (
+        "/proxy/v2/vectordb/databases/list",
+        "/proxy/v2/vectordb/collections/get_stats",
+        "/proxy/v2/vectordb/collections/get_load_state",
+    )
     return [
         r
         for r in world.kube.requests
         if r.method in ("POST", "PUT", "PATCH", "DELETE")
         and "selfsubjectaccessreviews" not in r.path
-        and "/proxy/v2/vectordb/databases/list" not in r.path
+        and not any(read in r.path for read in reads)
     ]

@@ -51,6 +51,9 @@ V1_PERSIST = "/api/v1/persist"
 V1_PERSIST_STATE = "/api/v1/persist/state"
 HEALTHZ = "/healthz"
 V2_LIST_DATABASES = "/v2/vectordb/databases/list"
+V2_GET_STATS = "/v2/vectordb/collections/get_stats"
+V2_GET_LOAD_STATE = "/v2/vectordb/collections/get_load_state"
+LOADED, LOADING = "LoadStateLoaded", "LoadStateLoading"
 
 CODE_NEED_AUTHENTICATE = 1800
 CODE_SERVICE_NOT_READY = 1  # merr.ErrServiceNotReady: passing (a component restarting)
@@ -390,10 +393,9 @@ class MilvusClient:
         text = resp.text.strip()
         return resp.status_code == 200 and text == "OK", text or f"HTTP {resp.status_code}"
 
-    def list_databases(self) -> list[str]:
-        """POST /v2/vectordb/databases/list on the RESTful port."""
-        route = V2_LIST_DATABASES
-        resp = self._send("POST", self.rest_base_url + route, route, {}, self._auth())
+    def _call_rest(self, route: str, body: dict[str, Any]) -> Any:
+        """POST a RESTful v2 route on port 19530; the ``data`` of a ``{"code": 0}`` answer."""
+        resp = self._send("POST", self.rest_base_url + route, route, body, self._auth())
         refused = self._refused(route, resp)
         if refused is not None:
             raise refused
@@ -408,10 +410,34 @@ class MilvusClient:
                 code=code,
                 retriable=_retriable(resp.status_code) or code == CODE_SERVICE_NOT_READY,
             )
-        data = doc.get("data") or []
+        return doc.get("data")
+
+    def list_databases(self) -> list[str]:
+        """POST /v2/vectordb/databases/list on the RESTful port."""
+        route = V2_LIST_DATABASES
+        data = self._call_rest(route, {}) or []
         if not isinstance(data, list) or not all(isinstance(d, str) for d in data):
             raise MilvusHttpError(route, f"data is not a list of names: {data!r}")
         return list(data)
+
+    def row_count(self, db: str, collection: str) -> int:
+        """POST /v2/vectordb/collections/get_stats: the collection's ``rowCount`` (exact integer)."""
+        route = V2_GET_STATS
+        data = self._call_rest(route, {"dbName": db, "collectionName": collection})
+        count = data.get("rowCount") if isinstance(data, dict) else None
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise MilvusHttpError(route, f"rowCount of {db}.{collection} is not an exact integer: {count!r}")
+        return count
+
+    def load_state(self, db: str, collection: str) -> str:
+        """POST /v2/vectordb/collections/get_load_state: ``LoadStateLoaded``, ``LoadStateLoading``,
+        ``LoadStateNotLoad`` or ``LoadStateNotExist`` (``loadProgress`` is left out when not loaded)."""
+        route = V2_GET_LOAD_STATE
+        data = self._call_rest(route, {"dbName": db, "collectionName": collection})
+        state = data.get("loadState") if isinstance(data, dict) else None
+        if not isinstance(state, str) or not state:
+            raise MilvusHttpError(route, f"loadState of {db}.{collection} is missing: {data!r}")
+        return state
 
     def list_collections(self, db: str) -> list[str]:
         """GET /api/v1/collections with ``{"db_name": db}``; an empty database has no keys at all."""

@@ -26,6 +26,7 @@ class Limits:
     flush_timeout: float = 600.0
     pvc_gone_timeout: float = 300.0
     pods_timeout: float = 900.0
+    load_timeout: float = 600.0
     watch_chunk: int = 20
 
 

@@ -31,7 +31,7 @@ from bot.notify import Notifier
 from bot.procedure import checkpoints
 from bot.procedure.classify import classify, retry_delay
 from bot.procedure.context import Ctx, Limits
-from bot.procedure.outcome import Ask, Done, NotStartable, Outcome, Refusal, StepError, Temporary, Wait
+from bot.procedure.outcome import Ask, DataLost, Done, NotStartable, Outcome, Refusal, StepError, Temporary, Wait
 from bot.procedure.paths import path_for, visible_steps
 from bot.procedure.thread import Thread
 from bot.settings import Settings, SettingsError
@@ -104,6 +104,7 @@ class Engine:
             flush_timeout=settings.flush_timeout_seconds,
             pvc_gone_timeout=settings.pvc_timeout_seconds,
             pods_timeout=settings.pods_timeout_seconds,
+            load_timeout=settings.load_timeout_seconds,
         )
         self.runner = Runner(
             store.redis, JOB_REF, on_leader=self.resume_all, lease_seconds=settings.runner_lease_seconds
@@ -479,6 +480,8 @@ class Engine:
         self._audit(upgrade.id, "step_error", step=name, kind=type(error).__name__, reason=redact(error.reason))
         if isinstance(error, NotStartable):
             return False, self._not_startable(upgrade, error.reason)
+        if isinstance(error, DataLost):
+            return False, self._data_lost(upgrade, name, error)
         attempts = upgrade.step_state(name).attempts
         if isinstance(error, Temporary) and attempts < MAX_AUTO_RETRIES:
             upgrade, _ = self.store.update(upgrade.id, lambda u: setattr(u.step_state(name), "attempts", attempts + 1))
@@ -520,6 +523,28 @@ class Engine:
         upgrade, _ = self.store.update(upgrade.id, fail)
         self._audit(upgrade.id, "upgrade_ended", state=upgrade.state, reason=upgrade.reason)
         self._say(upgrade.id, "refused", f"🛑 Not upgrading `{upgrade.release}`: {reason}. Nothing was changed.")
+        self._refresh_root(upgrade)
+        return upgrade
+
+    def _data_lost(self, upgrade: Upgrade, name: str, error: DataLost) -> Upgrade:
+        """Verification found rows missing: the upgrade ends failed, with the table; nothing more is done."""
+        reason = redact(error.reason)
+
+        def fail(u: Upgrade) -> None:
+            st = u.step_state(name)
+            st.status, st.error = ERROR, reason
+            u.state, u.ended_at = FAILED, model.now()
+            u.reason = f"Verification failed: {reason}. Nothing more was changed; see the rows table in the thread."
+            u.root_wanted = True
+
+        upgrade, _ = self.store.update(upgrade.id, fail)
+        self._audit(upgrade.id, "upgrade_ended", state=upgrade.state, reason=upgrade.reason)
+        self._say(
+            upgrade.id,
+            "data_lost",
+            f"🛑 *Upgrade failed: data is missing.* {reason}.\n{error.details}\nNothing more was changed. The saved "
+            f"configuration is in Secret `{upgrade.facts.backup_secret}`; the flushed data is in object storage.",
+        )
         self._refresh_root(upgrade)
         return upgrade
 

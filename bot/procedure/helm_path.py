@@ -25,7 +25,15 @@ from bot.procedure.detect import detect, helm_release
 from bot.procedure.flush import flush, flush_text, run_flush
 from bot.procedure.outcome import Ask, Done, Refusal, StepError, Wait
 from bot.procedure.path import Path
-from bot.procedure.shared import BACKUP_SUFFIX, access_problems, databases_text, milvus_inventory, write_backup
+from bot.procedure.shared import (
+    BACKUP_SUFFIX,
+    access_problems,
+    collection_stats,
+    databases_text,
+    milvus_inventory,
+    row_counts,
+    write_backup,
+)
 from bot.procedure.volumes import delete_pvcs, helm_pulsar_selector, list_volumes, volumes_text
 from state.model import Upgrade, now
 
@@ -191,6 +199,7 @@ def preflight(ctx: Ctx) -> Done:
             "revision": release.revision,
         },
         databases=databases,
+        rows_before=collection_stats(ctx, databases),
         pvcs=pvcs,
         pvs=pvs,
         reinstall_plan=plan,
@@ -228,7 +237,7 @@ def backup(ctx: Ctx) -> Done:
         if release is None or release.status != "deployed":
             raise StepError("the release is no longer deployed and its values were never saved; nothing was deleted")
         final = run_flush(ctx)
-        ctx.set_facts(final_flush=final)
+        ctx.set_facts(final_flush=final, rows_flushed=row_counts(ctx, ctx.facts.databases))
         ctx.say("final_flush", f"🔁 Flushed once more before stopping Milvus:\n{flush_text(final)}")
         values = ctx.helm.get_values(ctx.release, ctx.namespace)
         saved = {

@@ -24,7 +24,15 @@ from bot.procedure.flush import flush, flush_text, run_flush
 from bot.procedure.outcome import Ask, Done, Refusal, StepError, Wait
 from bot.procedure.path import Path
 from bot.procedure.pods import wait_ready
-from bot.procedure.shared import BACKUP_SUFFIX, access_problems, databases_text, milvus_inventory, write_backup
+from bot.procedure.shared import (
+    BACKUP_SUFFIX,
+    access_problems,
+    collection_stats,
+    databases_text,
+    milvus_inventory,
+    row_counts,
+    write_backup,
+)
 from bot.procedure.volumes import delete_bound_pvs, list_volumes, volumes_text
 from state.model import APPROVED, Upgrade, now
 
@@ -142,6 +150,7 @@ def preflight(ctx: Ctx) -> Done:
     ctx.set_facts(
         release={"app_version": _tag(image) or image, "operator": versions},
         databases=databases,
+        rows_before=collection_stats(ctx, databases),
         pvcs=pvcs,
         pvs=pvs,
         kept_pvcs=list_kept(ctx),
@@ -179,7 +188,7 @@ def backup(ctx: Ctx) -> Done:
         if cr is None or dig(cr, "metadata", "deletionTimestamp"):
             raise StepError("the Milvus resource is gone and its manifest was never saved; nothing was deleted")
         final = run_flush(ctx)
-        ctx.set_facts(final_flush=final)
+        ctx.set_facts(final_flush=final, rows_flushed=row_counts(ctx, ctx.facts.databases))
         ctx.say("final_flush", f"🔁 Flushed once more before stopping Milvus:\n{flush_text(final)}")
         cr = ctx.kube.get_milvus(ctx.namespace, ctx.release) or cr
         saved = {"kind": "milvus-cr", "manifest": cr, "saved_at": now()}

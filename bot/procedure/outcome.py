@@ -2,7 +2,8 @@
 
 StepError                 a person must act (shown with a Retry button)
 ├── Temporary             likely to pass by itself: retried automatically with backoff first
-└── Refusal               a precondition does not hold: the upgrade ends "failed", nothing changed
+├── Refusal               a precondition does not hold: the upgrade ends "failed", nothing changed
+└── DataLost              verification found rows or collections missing: the upgrade ends "failed"
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ class Temporary(StepError):
     def __init__(self, reason: str, details: str = "", retry_after: float | None = None) -> None:
         super().__init__(reason, details)
         self.retry_after = retry_after
+
+
+class DataLost(StepError):
+    """Verification found data missing after the upgrade: the upgrade ends failed, nothing more is
+    changed; ``details`` is the rows table."""
 
 
 class Refusal(StepError):

@@ -32,6 +32,21 @@ def milvus_inventory(ctx: Ctx) -> tuple[dict[str, list[str]], list[str]]:
     return databases, []
 
 
+def collection_stats(ctx: Ctx, databases: dict[str, list[str]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{db: {collection: {"rows": rowCount, "load": loadState}}} of every collection (RESTful v2)."""
+    client = ctx.milvus_client()
+    return {
+        db: {c: {"rows": client.row_count(db, c), "load": client.load_state(db, c)} for c in collections}
+        for db, collections in databases.items()
+    }
+
+
+def row_counts(ctx: Ctx, databases: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """{db: {collection: rowCount}}: read right after the last flush, the counts that must survive."""
+    client = ctx.milvus_client()
+    return {db: {c: client.row_count(db, c) for c in collections} for db, collections in databases.items()}
+
+
 def _common_checks(ns: str) -> list[AccessCheck]:
     checks = [AccessCheck(v, "secrets", ns) for v in ("get", "create", "update")]
     checks += [AccessCheck(v, "persistentvolumes", None) for v in ("get", "delete")]
