@@ -184,6 +184,7 @@ async def _run(settings: Settings, engine: Engine) -> None:
         authorizer=Authorizer(settings.operator_users, settings.operator_groups),
         second_approver=settings.require_second_approver,
         channels=settings.channels,
+        scan=lambda namespace: engine.scan(namespace, slack_handlers.COMMAND),
     )
     bolt = build_bolt_app(settings, deps)
     web_app = build_web_app(None if settings.socket_mode else bolt, engine.store, settings.slack_signing_secret or "")

@@ -10,8 +10,11 @@ from collections import Counter
 from typing import Any
 
 from bot.procedure.checkpoints import TITLES
+from bot.scan import DONE_ALREADY, NEEDS, NOT_APPLICABLE, Finding
 from bot.views import STEP_TITLES, clock, duration
 from state.model import BLOCKED, CHECKING, Upgrade
+
+SCAN_SHOWN = 100  # installations listed in one answer
 
 # The words of the state column (the root message says the same in a sentence).
 RUNNING_WORD, WAITING_WORD, PAUSED_WORD, ERROR_WORD = (
@@ -105,3 +108,29 @@ def audit_summary(u: Upgrade, events: list[dict[str, Any]]) -> str:
         f"{count['checkpoint_decided']} decided, {count['checkpoint_expired']} expired; mutating calls: {mutating}. "
         f"State: {state_word(u)}."
     )
+
+
+def scan_text(
+    findings: list[Finding], problems: list[str], namespace: str | None, namespaces: int, command: str
+) -> str:
+    """The answer to ``scan``: a count by verdict, then one line per installation."""
+    title = f"*Scan* of `{namespace}`" if namespace else f"*Scan* of {namespaces} namespaces"
+    verdicts = Counter(f.verdict for f in findings)
+    lines = [
+        f"{title}: {len(findings)} Milvus installations; {verdicts[NEEDS]} need this upgrade, "
+        f"{verdicts[DONE_ALREADY]} already on Pulsar V3, {verdicts[NOT_APPLICABLE]} not applicable."
+    ]
+    for f in findings[:SCAN_SHOWN]:
+        line = f"• `{f.name}` in `{f.namespace}`: {f.method}, {f.chart if f.chart != '-' else 'Milvus resource'}, "
+        line += f"Milvus {f.milvus}, {f.queue}: *{f.verdict}*"
+        if f.why:
+            line += f" ({f.why})"
+        if f.verdict == NEEDS:
+            mode = " --mode operator" if f.method == "milvus-operator" else ""
+            line += f". Start it with `{command} start {f.name} --namespace {f.namespace}{mode}`"
+        lines.append(line)
+    if len(findings) > SCAN_SHOWN:
+        lines.append(f"…and {len(findings) - SCAN_SHOWN} more; narrow it with `--namespace`.")
+    if problems:
+        lines.append("Could not read: " + "; ".join(problems))
+    return "\n".join(lines)

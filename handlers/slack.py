@@ -35,6 +35,7 @@ from handlers.commands import (
     Command,
     HelpCommand,
     ListCommand,
+    ScanCommand,
     StartCommand,
     StatusCommand,
     UsageError,
@@ -63,6 +64,7 @@ class Deps:
     authorizer: Authorizer
     second_approver: bool
     channels: frozenset[str] = frozenset()  # BOT_CHANNELS; empty: every channel
+    scan: Callable[[str | None], str] | None = None  # the answer to ``scan`` (reads the cluster; slow)
 
 
 def _guarded(
@@ -259,6 +261,8 @@ async def _answer(deps: Deps, client: AsyncWebClient, cmd: Command, channel: str
         return await _cancel(deps, cmd.upgrade_id, user)
     if isinstance(cmd, AuditCommand):
         return await _attach_audit(deps, client, cmd.upgrade_id)
+    if isinstance(cmd, ScanCommand) and deps.scan is not None:
+        return await asyncio.to_thread(deps.scan, cmd.namespace)
     return f"`{COMMAND} {type(cmd).__name__.removesuffix('Command').lower()}` is not available yet."
 
 

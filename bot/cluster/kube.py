@@ -415,6 +415,15 @@ class Kube:
         fn = self.custom.get_namespaced_custom_object
         return _unless_missing("get milvus", fn, *_MILVUS, namespace, "milvuses", name)
 
+    def list_milvuses(self, namespace: str) -> list[JSON]:
+        """The Milvus resources of a namespace; none when the CRD is not installed (404)."""
+        fn = self.custom.list_namespaced_custom_object
+        data = _unless_missing("list milvuses", fn, *_MILVUS, namespace, "milvuses")
+        return list((data or {}).get("items") or [])
+
+    def list_namespaces(self) -> list[str]:
+        return sorted(n["metadata"]["name"] for n in _call("list namespaces", self.core.list_namespace)["items"])
+
     def list_deployments_all(self, selector: str) -> list[JSON]:
         """Deployments with ``selector`` in every namespace (to find the milvus-operator)."""
         return _call("list deployments", self.apps.list_deployment_for_all_namespaces, label_selector=selector)["items"]

@@ -22,9 +22,9 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot import audit, views
+from bot import audit, reports, scan, views
 from bot.cluster.helm import HelmCli
-from bot.cluster.kube import Kube
+from bot.cluster.kube import Kube, KubeError
 from bot.cluster.milvus import MilvusClient, base_urls
 from bot.logs import redact
 from bot.notify import Notifier
@@ -165,6 +165,16 @@ class Engine:
             upgrade = self.store.find(upgrade_id)
             if upgrade is not None and upgrade.ended and (self.thread.owes(upgrade) or _restore_due(upgrade)):
                 self.runner.schedule(upgrade_id)
+
+    def scan(self, namespace: str | None, command: str) -> str:
+        """The answer to ``scan``: every Milvus in ``namespace``, or in every namespace (read-only);
+        ``command`` is the slash command, for the "start it with" hints."""
+        try:
+            namespaces = [namespace] if namespace else self.kube.list_namespaces()
+        except KubeError as err:
+            return f"I cannot list the namespaces ({err.message}); name one: `scan --namespace NS`."
+        findings, problems = scan.scan(self.kube, namespaces)
+        return reports.scan_text(findings, problems, namespace, len(namespaces), command)
 
     def milvus(self, release: str, namespace: str) -> MilvusClient:
         mgmt, rest = base_urls(
