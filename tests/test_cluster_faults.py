@@ -5,8 +5,8 @@
   reached directly; a 9091 that requires auth refuses a client without it with a clear error.
 - Every Kubernetes call has a timeout: a hung list/get/delete raises a KubeTemporary
   saying the API server did not answer, in bounded time.
-- A 429 is temporary and carries the server's Retry-After, which the engine's automatic retry
-  waits for at least (bounded).
+- A 429 is resent after its Retry-After a few times; then it is temporary and carries the
+  server's Retry-After, which the engine's automatic retry waits for at least (bounded).
 - A watch whose connection is cut resumes from the last resourceVersion (no event lost or
   repeated).
 - A PVC delete carries its uid as a precondition: a same-named re-created PVC is refused (409)
@@ -25,7 +25,7 @@ import pytest
 from aiohttp import web
 from kubernetes import client
 
-from bot.cluster.kube import Kube, KubeConflict, KubeTemporary
+from bot.cluster.kube import THROTTLED_TRIES, Kube, KubeConflict, KubeTemporary
 from bot.cluster.milvus import MilvusAuthError, MilvusClient, service_proxy_url
 from bot.procedure.classify import MAX_RETRY_AFTER, classify, retry_delay
 from bot.procedure.outcome import Temporary
@@ -189,15 +189,25 @@ def test_a_hung_call_is_a_temporary_error_in_bounded_time(
     assert len([r for r in server.requests if r.method == method]) == 1  # not retried inside urllib3
 
 
-def test_a_throttled_call_is_temporary_and_carries_the_servers_retry_after(
+def test_a_throttled_call_is_resent_after_its_retry_after_then_temporary(
     apiserver: tuple[KubeApiServer, Kube],
 ) -> None:
+    """A 429 was not executed: it is sent again after its Retry-After, as client-go does; only
+    when it stays throttled (THROTTLED_TRIES answers) is it a KubeTemporary, carrying Retry-After."""
     server, kube = apiserver
-    server.inject_fault("GET", r"/persistentvolumeclaims$", status=429)
+    once = server.inject_fault("GET", r"/persistentvolumeclaims$", status=429, retry_after=0)
+    assert kube.list_pvcs("default", "app=pulsar") == []
+    assert once.hits == 1
+    statuses = [r.status for r in server.requests if r.path.endswith("/persistentvolumeclaims")]
+    assert statuses == [429, 200]
+
+    server.clear_requests()
+    server.inject_fault("GET", r"/persistentvolumeclaims$", status=429, retry_after=0, count=THROTTLED_TRIES)
     with pytest.raises(KubeTemporary) as info:
         kube.list_pvcs("default", "app=pulsar")
     assert info.value.status == 429
-    assert info.value.retry_after == 1.0  # the sandbox answers 429 with Retry-After: 1, as the API server does
+    assert info.value.retry_after == 0.0
+    assert len([r for r in server.requests if r.path.endswith("/persistentvolumeclaims")]) == THROTTLED_TRIES
     assert kube.list_pvcs("default", "app=pulsar") == []
 
 
