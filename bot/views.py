@@ -135,7 +135,7 @@ def status_line(u: Upgrade) -> str:
     if u.state == BLOCKED:
         return f"Stopped with an error at: {title}. Retry or abort in the thread"
     if u.paused:
-        return f"Paused: the checkpoint of {title} expired. Ask again in the thread"
+        return f"Upgrade paused: the checkpoint of {title} expired. Ask again in the thread"
     if u.open_checkpoint() is not None:
         return f"Waiting for approval: {title}"
     return f"Running: {title}"

@@ -161,3 +161,22 @@ def test_commands_from_another_channel_are_refused(world: World, make_bot: Calla
         world.store.list("secrets", "default", label_selector="owner=helm,name=my-release"), "my-release"
     )
     assert release is not None and release.status == "deployed"
+
+
+def test_operator_path_cancel_at_a_checkpoint_leaves_the_resource_untouched(
+    make_world: Callable[..., World], make_bot: Callable[..., BotProcess]
+) -> None:
+    world = make_world("operator")
+    bot = make_bot(world)
+    alice = person(world, bot)
+    resp = alice.type("start my-milvus")
+    upgrade_id = ID.search(resp.text).group(0)  # type: ignore[union-attr]
+    alice.checkpoint("flush_done")
+    before = world.store.get("milvuses.milvus.io", "default", "my-milvus")
+    alice.type(f"cancel {upgrade_id}")
+    assert alice.outcome(timeout=60) == "aborted"
+    assert "The Milvus resource was not touched" in alice.root().text + "".join(str(b) for b in alice.root().blocks)
+    after = world.store.get("milvuses.milvus.io", "default", "my-milvus")
+    assert after["metadata"]["uid"] == before["metadata"]["uid"] and after["spec"] == before["spec"]
+    alice.type(f"status {upgrade_id}")
+    assert "State: *aborted*" in alice.wait_ephemeral(f"*Upgrade `{upgrade_id}`*")
