@@ -21,6 +21,7 @@ import hmac
 import logging
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -45,6 +46,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import metrics
 from bot.procedure.engine import Engine
 from bot.settings import Settings
 from handlers import slack as slack_handlers
@@ -130,7 +132,12 @@ def _bolt_request(raw: bytes, request: web.Request) -> AsyncBoltRequest | None:
         return None
 
 
-def build_web_app(bolt: AsyncApp | None, store: UpgradeStore, signing_secret: str = "") -> web.Application:
+def build_web_app(
+    bolt: AsyncApp | None,
+    store: UpgradeStore,
+    signing_secret: str = "",
+    runner_state: Callable[[], str] | None = None,
+) -> web.Application:
     # aiohttp refuses (413) a body that grows past client_max_size while it is read.
     web_app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
     secret = signing_secret.encode()
@@ -163,18 +170,34 @@ def build_web_app(bolt: AsyncApp | None, store: UpgradeStore, signing_secret: st
             log.exception("could not handle a Slack request")
             return _refusal(500, "internal error")
 
+    if bolt is not None:
+        web_app.router.add_post(EVENTS_PATH, events)
+    _add_operations(web_app, store, runner_state)
+    return web_app
+
+
+def _add_operations(web_app: web.Application, store: UpgradeStore, runner_state: Callable[[], str] | None) -> None:
+    """``/healthz`` (alive), ``/readyz`` (Redis answers and the runner leads or stands by), ``/metrics``."""
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
+        """Ready: Redis answers, and the runner either holds the lease or stands by for it."""
         ok = await asyncio.to_thread(store.ping)
-        return web.json_response({"redis": "ok" if ok else "unreachable"}, status=200 if ok else 503)
+        runner = runner_state() if runner_state is not None else "standby"
+        ready = ok and runner in ("leader", "standby")
+        return web.json_response(
+            {"redis": "ok" if ok else "unreachable", "runner": runner}, status=200 if ready else 503
+        )
 
-    if bolt is not None:
-        web_app.router.add_post(EVENTS_PATH, events)
+    async def metrics_page(_: web.Request) -> web.Response:
+        body = await asyncio.to_thread(metrics.exposition)
+        return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
+
     web_app.router.add_get("/healthz", healthz)
     web_app.router.add_get("/readyz", readyz)
-    return web_app
+    web_app.router.add_get("/metrics", metrics_page)
 
 
 async def _run(settings: Settings, engine: Engine) -> None:
@@ -187,7 +210,16 @@ async def _run(settings: Settings, engine: Engine) -> None:
         scan=lambda namespace: engine.scan(namespace, slack_handlers.COMMAND),
     )
     bolt = build_bolt_app(settings, deps)
-    web_app = build_web_app(None if settings.socket_mode else bolt, engine.store, settings.slack_signing_secret or "")
+
+    def runner_state() -> str:
+        if engine.stopping:
+            return "stopping"
+        return "leader" if engine.runner.is_leader else "standby"
+
+    metrics.REGISTRY.register(metrics.StateCollector(engine.metrics_rows, lambda: engine.runner.is_leader))
+    web_app = build_web_app(
+        None if settings.socket_mode else bolt, engine.store, settings.slack_signing_secret or "", runner_state
+    )
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "0.0.0.0", settings.port).start()
@@ -205,11 +237,12 @@ async def _run(settings: Settings, engine: Engine) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutting down")
+    log.info("shutting down: no new work; waiting up to %gs for the steps under way", settings.shutdown_grace_seconds)
     if socket_handler is not None:
         await socket_handler.close_async()
     await runner.cleanup()
-    await asyncio.to_thread(engine.stop)
+    drained = await asyncio.to_thread(engine.stop, settings.shutdown_grace_seconds)
+    log.info("stopped" if drained else "stopped with steps cut short; the next runner resumes them")
 
 
 def serve(settings: Settings) -> None:

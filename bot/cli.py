@@ -7,6 +7,7 @@ traceback ever reaches the terminal for a mistake the user can fix.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from bot import settings as settings_mod
@@ -25,8 +26,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the bot: Slack over HTTP on $PORT (or Socket Mode with SLACK_APP_TOKEN), "
         "the Redis-backed runner, and the health endpoints.",
     )
-    serve.add_argument("--log-format", choices=["json", "text"], default="json", help="log line format")
-    serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    serve.add_argument("--log-format", choices=["json", "text"], default=None, help="log line format (LOG_FORMAT)")
+    serve.add_argument("--log-level", default=None, help="logging level (LOG_LEVEL, default INFO)")
     demo = sub.add_parser(
         "demo",
         help="offline rehearsal: the real bot against the sandbox cluster, Slack and a private Redis",
@@ -62,7 +63,15 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from bot import app, logs
 
-        logs.setup(level=args.log_level, fmt=args.log_format, secrets=settings.secrets())
+        level = (args.log_level or os.environ.get("LOG_LEVEL") or "INFO").upper()
+        fmt = (args.log_format or os.environ.get("LOG_FORMAT") or "json").lower()
+        if level not in logs.LEVELS:
+            print(f"LOG_LEVEL: must be one of {', '.join(logs.LEVELS)}, got {level!r}", file=sys.stderr)
+            return 2
+        if fmt not in logs.FORMATS:
+            print(f"LOG_FORMAT: must be json or text, got {fmt!r}", file=sys.stderr)
+            return 2
+        logs.setup(level=level, fmt=fmt, secrets=settings.secrets())
         try:
             app.serve(settings)
         except settings_mod.SettingsError as err:

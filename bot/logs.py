@@ -9,13 +9,15 @@ The same ``redact()`` is used on text that goes to Slack (helm stderr, API messa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import re
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 _TOKEN_PATTERNS = [
@@ -113,12 +115,40 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         upgrade = getattr(record, "upgrade_id", None)
-        return redact(f"{line} [{upgrade}]" if upgrade else line)
+        step = getattr(record, "step", None)
+        where = f" [{upgrade}{' ' + step if step else ''}]" if upgrade else ""
+        return redact(f"{line}{where}")
+
+
+_context: ContextVar[dict[str, Any] | None] = ContextVar("log_context", default=None)
+
+
+@contextlib.contextmanager
+def context(**fields: Any) -> Iterator[None]:
+    """Every log line inside carries ``fields`` (the upgrade ID and step), whoever logs it."""
+    token = _context.set({**(_context.get() or {}), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in (_context.get() or {}).items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+FORMATS = ("json", "text")
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def setup(level: str = "INFO", fmt: str = "json", secrets: Iterable[str | None] = ()) -> None:
     register_secrets(secrets)
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ContextFilter())
     handler.addFilter(RedactingFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

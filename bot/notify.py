@@ -28,6 +28,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 from slack_sdk.http_retry.handler import HttpRequest, HttpResponse, RetryState
 
+from bot import metrics
 from bot.logs import redact
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class _RateLimitHandler(RateLimitErrorRetryHandler):
     ) -> bool:
         if not super()._can_retry(state=state, request=request, response=response, error=error):
             return False
+        metrics.SLACK_RATE_LIMITED.labels(method=request.url.rsplit("/", 1)[-1]).inc()  # a 429 waited out here
         return response is not None and _retry_after(dict(response.headers)) <= MAX_RETRY_AFTER
 
 
@@ -83,13 +85,20 @@ def _clean_blocks(blocks: list[Block]) -> list[Block]:
 
 
 @contextlib.contextmanager
-def _rate_limited() -> Iterator[None]:
+def _rate_limited(method: str) -> Iterator[None]:
+    """One Slack call, counted in the metrics by its result; a long rate limit becomes RetryLater."""
     try:
         yield
     except SlackApiError as err:
         if err.response.status_code == 429:
+            metrics.slack_call(method, "ratelimited")
             raise RetryLater(_retry_after(dict(err.response.headers))) from err
+        metrics.slack_call(method, str(err.response.get("error") or "error"))
         raise
+    except Exception:
+        metrics.slack_call(method, "unreachable")
+        raise
+    metrics.slack_call(method, "ok")
 
 
 class Notifier:
@@ -111,15 +120,15 @@ class Notifier:
         )
 
     def post(self, channel: str, text: str, blocks: list[Block], thread_ts: str | None = None) -> str:
-        with _rate_limited():
+        with _rate_limited("chat.postMessage"):
             return self._post(channel, text, blocks, thread_ts)
 
     def update(self, channel: str, ts: str, text: str, blocks: list[Block]) -> None:
-        with _rate_limited():
+        with _rate_limited("chat.update"):
             self.client.chat_update(channel=channel, ts=ts, text=redact(text)[:3900], blocks=_clean_blocks(blocks))
 
     def upload(self, channel: str, thread_ts: str, filename: str, content: str, title: str, comment: str) -> None:
-        with _rate_limited():
+        with _rate_limited("files.upload_v2"):
             self.client.files_upload_v2(
                 channel=channel,
                 thread_ts=thread_ts,

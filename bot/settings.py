@@ -66,6 +66,7 @@ class Settings:
     reminder_seconds: float = 3600.0
     channels: frozenset[str] = frozenset()  # empty: every channel the bot is in
     audit_retention_days: float = 90.0
+    shutdown_grace_seconds: float = 25.0
 
     @property
     def socket_mode(self) -> bool:
@@ -261,4 +262,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         reminder_seconds=_positive_float(env, "BOT_REMINDER_SECONDS", 3600.0, 86400),
         channels=_channels(env),
         audit_retention_days=_days(env, "BOT_AUDIT_RETENTION_DAYS", 90.0),
+        shutdown_grace_seconds=_positive_float(env, "BOT_SHUTDOWN_GRACE_SECONDS", 25.0, 3600),
     )

@@ -36,7 +36,7 @@ class BotProcess:
     def start(self, timeout: float = 30.0) -> BotProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "serve", "--log-format", "json", "--log-level", "INFO"],
+            [sys.executable, "-m", "bot", "serve"],  # logs as LOG_FORMAT / LOG_LEVEL say (default json, INFO)
             env=self.env,
             stdout=log,
             stderr=log,

@@ -32,7 +32,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
-from bot import audit
+from bot import audit, metrics
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -108,6 +108,17 @@ def kube_error(action: str, status: int, message: str, retry_after: float | None
     return KubeError(action, status, message)
 
 
+def _kind(err: KubeError) -> str:
+    """The metrics label of an error: how it is retried."""
+    if isinstance(err, KubeTemporary):
+        return "temporary"
+    if isinstance(err, KubeConflict):
+        return "conflict"
+    if isinstance(err, KubeNotFound):
+        return "not_found"
+    return "other"
+
+
 def _retry_after(err: ApiException) -> float | None:
     """The Retry-After of an API answer, in seconds (the API server sends the delta-seconds form)."""
     value = (err.headers or {}).get("Retry-After")
@@ -164,8 +175,11 @@ def _call(action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> JSO
                 log.info("%s: throttled (429), again in %gs", action, wait)
                 time.sleep(wait)
                 continue
-            raise kube_error(action, err.status or 0, _status_message(err), _retry_after(err)) from None
+            failure = kube_error(action, err.status or 0, _status_message(err), _retry_after(err))
+            metrics.kube_error(_kind(failure))
+            raise failure from None
         except (Urllib3Error, OSError) as err:
+            metrics.kube_error("temporary")
             raise _unreachable(action, err, timeout) from None
         data = resp.data
         return json.loads(data) if data else {}

@@ -41,7 +41,7 @@ from typing import Any
 
 import httpx
 
-from bot import audit
+from bot import audit, metrics
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class MilvusHttpError(Exception):
         retriable: bool = False,
         retry_after: float | None = None,
     ) -> None:
+        metrics.milvus_error(retriable)  # every failed Milvus call is made into one of these
         self.route = route
         self.retry_after = retry_after
         self.reason = reason

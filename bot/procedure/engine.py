@@ -22,7 +22,7 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot import audit, reports, scan, views
+from bot import audit, logs, metrics, reports, scan, views
 from bot.cluster.helm import HelmCli
 from bot.cluster.kube import Kube, KubeError
 from bot.cluster.milvus import MilvusClient, base_urls
@@ -65,6 +65,7 @@ MAX_ENGINE_ATTEMPTS = 6  # unexpected failures of the engine itself before the u
 ENGINE_RETRY_SECONDS = 5.0  # first backoff after such a failure (then 10, 20, 40, ...)
 OUTPUT_RETRY_SECONDS = 3.0  # when Slack did not take a message, run the upgrade again after this
 RESTORE_WATCHDOG_SECONDS = 10.0  # a durable run queued this far ahead resumes a restore whose process died
+METRICS_RECENT = 100  # upgrades /metrics looks at besides the active ones
 RESUME_ENDED = 50  # the most recent upgrades a new runner looks at for unfinished work after their end
 NOT_IN_CHANNEL = ("not_in_channel", "channel_not_found", "is_archived", "restricted_action")
 
@@ -110,6 +111,8 @@ class Engine:
             store.redis, JOB_REF, on_leader=self.resume_all, lease_seconds=settings.runner_lease_seconds
         )
         self._guard = threading.Lock()
+        self._idle = threading.Condition(self._guard)  # notified whenever an upgrade's run ends
+        self._stopping = False
         self._running: set[str] = set()
         self._again: set[str] = set()
         self._failures: dict[str, int] = {}
@@ -150,8 +153,35 @@ class Engine:
             if upgrade is not None and not upgrade.ended:
                 self._refresh_root(upgrade)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 0.0) -> bool:
+        """Stop taking new work, let the steps under way end (up to ``grace`` seconds), then release
+        the runner lease so another process takes over at once. True when nothing was cut short."""
+        with self._guard:
+            self._stopping = True
+        with contextlib.suppress(Exception):
+            self.runner.scheduler.pause()  # queued runs stay in Redis for the next runner
+        with self._idle:
+            drained = self._idle.wait_for(lambda: not self._running, timeout=grace)
+        if not drained:
+            log.warning("stopping with steps still under way: %s", ", ".join(sorted(self._running)))
         self.runner.stop()
+        return drained
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def metrics_rows(self) -> list[tuple[str, float | None]]:
+        """(state word, creation time of its waiting checkpoint) of every active and recent upgrade."""
+        ids = self.store.recent_ids(METRICS_RECENT)
+        ids += [i for i in self.store.active_ids() if i not in ids]
+        rows = []
+        for upgrade in (self.store.find(i) for i in ids):
+            if upgrade is None:
+                continue
+            cp = upgrade.open_checkpoint() if not upgrade.ended else None
+            rows.append((reports.state_word(upgrade), cp.created_at if cp is not None else None))
+        return rows
 
     def resume_all(self) -> None:
         """On becoming the active runner: queue every upgrade that has not ended (lost jobs included),
@@ -194,6 +224,9 @@ class Engine:
                 if upgrade_id in self._restoring:  # keep a durable run queued while the restore runs
                     self.runner.schedule(upgrade_id, delay=RESTORE_WATCHDOG_SECONDS)
                 return
+            if self._stopping:  # shutting down: the queued run is for the next runner
+                self.runner.schedule(upgrade_id)
+                return
             self._running.add(upgrade_id)
         try:
             while True:
@@ -218,6 +251,7 @@ class Engine:
         finally:
             with self._guard:
                 self._running.discard(upgrade_id)
+                self._idle.notify_all()
 
     def _on_engine_error(self, upgrade_id: str, err: Exception) -> None:
         """An exception outside any step: run again with backoff; after a bound, stop with Retry."""
@@ -273,6 +307,9 @@ class Engine:
         if upgrade is None:
             return
         while True:
+            if self._stopping:  # the step that ran has ended and is recorded: stop before the next one
+                self.runner.schedule(upgrade.id)
+                return
             upgrade = self._sync_decisions(upgrade)
             if upgrade.ended:
                 self._after_end(upgrade)
@@ -322,7 +359,7 @@ class Engine:
         self._refresh_root(upgrade)
         ctx = self._ctx(upgrade)
         try:
-            with self._recording(upgrade.id):
+            with self._recording(upgrade.id), logs.context(upgrade_id=upgrade.id, step=name):
                 outcome = step(ctx)
         except Exception as err:  # every failure is classified and recorded, never raised to the runner
             return self._on_error(ctx.upgrade, name, err)
@@ -355,6 +392,9 @@ class Engine:
     def _done(self, upgrade: Upgrade, name: str, outcome: Done) -> tuple[bool, Upgrade]:
         nxt = path_for(upgrade).step_after(name)
         self._audit(upgrade.id, "step_done", step=name, summary=outcome.summary)
+        started = upgrade.step_state(name).started_at
+        if started is not None:
+            metrics.step_done(path_for(upgrade).name, name, time.time() - started)
 
         def finish(u: Upgrade) -> None:
             st = u.step_state(name)
