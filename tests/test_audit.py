@@ -92,6 +92,10 @@ def test_the_audit_trail_names_every_command_click_step_checkpoint_and_mutating_
     assert any(e["object"] == "secret default/my-release-pulsar-upgrade-backup" for e in by_kind["kubernetes"])
     verbs = [e["verb"] for e in by_kind["helm"]]
     assert "uninstall" in verbs and "install" in verbs
+    # No shared repository state is written (two upgrades at once would race on it): the chart
+    # comes with --repo on the install itself.
+    assert not [v for v in verbs if v.startswith("repo")]
+    assert all("--repo" in e["command"] for e in by_kind["helm"] if e["verb"] == "install")
     assert all("<values file>" in e["command"] or " -f " not in e["command"] for e in by_kind["helm"])
     assert by_kind["milvus"] and all(e["verb"] == "flush" for e in by_kind["milvus"])
 

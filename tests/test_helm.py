@@ -6,7 +6,8 @@ Behaviours covered:
   ``find_release`` picks the latest revision of the right release only;
 - for Helm 3.17 and Helm 4.1 (each test runs with both), against the sandbox API server:
   - ``HelmCli.version`` parses the real version and calls it supported;
-  - ``repo_add_update`` + ``show_chart`` read the chart repository (pinned version, appVersion);
+  - ``show_chart`` with ``--repo`` reads the chart repository (pinned version, appVersion), with
+    no shared repository state;
   - a release real helm installed (chart 4.2.40, Pulsar V2) is read by ``find_release`` from
     its storage Secret exactly as ``helm get values -o json`` / ``helm status`` see it, and its
     Secret decodes by hand (base64, base64, gunzip, JSON);
@@ -186,12 +187,11 @@ def _decode_by_hand(secret: dict[str, Any]) -> dict[str, Any]:
 def test_version_repo_and_chart(cli: HelmCli, cluster: Cluster) -> None:
     version = cli.version()
     assert version.supported and version.text.startswith(("v3.17.3+", "v4.1.4+"))
-    cli.repo_add_update("zilliztech", cluster.charts.url)
-    meta = cli.show_chart("zilliztech/milvus", "4.2.40")
+    meta = cli.show_chart("milvus", "4.2.40", cluster.charts.url)
     assert (meta["version"], str(meta["appVersion"])) == ("4.2.40", "2.5.5")
-    assert cli.show_chart("zilliztech/milvus", None)["version"] == "5.0.19"  # the latest, without a pin
+    assert cli.show_chart("milvus", None, cluster.charts.url)["version"] == "5.0.19"  # the latest, without a pin
     with pytest.raises(HelmError) as info:
-        cli.show_chart("zilliztech/milvus", "4.9.99")
+        cli.show_chart("milvus", "4.9.99", cluster.charts.url)
     assert "4.9.99" in info.value.stderr
 
 
@@ -199,8 +199,7 @@ def test_release_written_by_real_helm_reads_back(cli: HelmCli, cluster: Cluster)
     ns = f"h{cli.version().major}"
     rel = "my-release"
     cluster.store.ensure_namespace(ns)
-    cli.repo_add_update("zilliztech", cluster.charts.url)
-    out = cli.install(rel, ns, "zilliztech/milvus", PULSAR_V2_VALUES, "4.2.40")
+    out = cli.install(rel, ns, "milvus", PULSAR_V2_VALUES, "4.2.40", cluster.charts.url)
     assert "STATUS: deployed" in out and "REVISION: 1" in out
 
     secrets = cluster.secrets(ns, rel)
@@ -223,11 +222,11 @@ def test_release_written_by_real_helm_reads_back(cli: HelmCli, cluster: Cluster)
     status = json.loads(cli.run(["status", rel, "-o", "json"], namespace=ns))
     assert (status["version"], status["info"]["status"]) == (found.revision, found.status)
 
-    rendered = cli.template(rel, ns, "zilliztech/milvus", PULSAR_V2_VALUES, "4.2.40")
+    rendered = cli.template(rel, ns, "milvus", PULSAR_V2_VALUES, "4.2.40", cluster.charts.url)
     assert {d["kind"] for d in yaml.safe_load_all(rendered) if d} >= {"StatefulSet", "Deployment", "Service"}
 
     with pytest.raises(HelmError) as info:
-        cli.install(rel, ns, "zilliztech/milvus", PULSAR_V2_VALUES, "4.2.40")
+        cli.install(rel, ns, "milvus", PULSAR_V2_VALUES, "4.2.40", cluster.charts.url)
     assert re.search(r"cannot re-?use a name that is still in use", info.value.stderr)  # Helm 3 / Helm 4 wording
 
     cluster.sim.settle(60)
@@ -240,7 +239,7 @@ def test_release_written_by_real_helm_reads_back(cli: HelmCli, cluster: Cluster)
     assert f"{rel}-minio" in cluster.names("persistentvolumeclaims", ns)
     assert cluster.names("statefulsets.apps", ns) == []
 
-    out = cli.install(rel, ns, "zilliztech/milvus", PULSAR_V3_VALUES, "4.2.40", upgrade=True)
+    out = cli.install(rel, ns, "milvus", PULSAR_V3_VALUES, "4.2.40", cluster.charts.url, upgrade=True)
     again = find_release(cluster.secrets(ns, rel), rel)
     assert again is not None and again.status == "deployed" and again.config == PULSAR_V3_VALUES
     assert cluster.names("statefulsets.apps", ns, f"app=pulsarv3,release={rel}")
@@ -249,7 +248,7 @@ def test_release_written_by_real_helm_reads_back(cli: HelmCli, cluster: Cluster)
 
 def test_real_helm_rejects_install_reset_values(cli: HelmCli) -> None:
     with pytest.raises(HelmError) as info:
-        cli.run(["install", "r", "zilliztech/milvus", "--reset-values"], namespace="default")
+        cli.run(["install", "r", "milvus", "--repo", "http://127.0.0.1:1", "--reset-values"], namespace="default")
     assert info.value.exit_code == 1
     assert "unknown flag: --reset-values" in info.value.stderr
 

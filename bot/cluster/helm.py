@@ -310,12 +310,22 @@ class HelmCli:
             self._version = HelmVersion.parse(self.run(["version", "--short"]))
         return self._version
 
-    def template(self, release: str, namespace: str, chart: str, values: dict[str, Any], version: str | None) -> str:
+    def template(
+        self,
+        release: str,
+        namespace: str,
+        chart: str,
+        values: dict[str, Any],
+        version: str | None,
+        repo_url: str | None = None,
+    ) -> str:
         """``helm template`` of exactly what ``install`` would install: the rendered manifest."""
         with values_file(values) as path:
             args = ["template", release, chart, "-f", path]
             if version:
                 args += ["--version", version]
+            if repo_url:
+                args += ["--repo", repo_url]
             return self.run(args, namespace=namespace)
 
     def get_values(self, release: str, namespace: str) -> dict[str, Any]:
@@ -333,11 +343,6 @@ class HelmCli:
 
     def rollback(self, release: str, namespace: str, revision: int) -> str:
         return self.run(["rollback", release, str(revision)], namespace=namespace)
-
-    def repo_add_update(self, name: str, url: str) -> None:
-        """``helm repo add NAME URL --force-update`` then ``helm repo update NAME``."""
-        self.run(["repo", "add", name, url, "--force-update"])
-        self.run(["repo", "update", name])
 
     def show_chart(self, chart: str, version: str | None, repo_url: str | None = None) -> dict[str, Any]:
         """The chart's Chart.yaml (``helm show chart``) as a dict."""

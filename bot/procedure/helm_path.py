@@ -66,10 +66,17 @@ def chart_target(ctx: Ctx, release: HelmRelease) -> tuple[str | None, str | None
     )
 
 
-def ensure_repo(ctx: Ctx) -> None:
+def chart_source(ctx: Ctx) -> tuple[str, str | None]:
+    """(chart, repository URL) for helm: ``repo/name`` (MILVUS_HELM_CHART) is ``name`` fetched with
+    ``--repo MILVUS_HELM_REPO_URL``, an OCI reference or a path is used as it is.
+
+    Never ``helm repo add``/``update``: that rewrites the repositories file every helm shares, and
+    two upgrades at once would read it half-written ("no repositories found"); with ``--repo``
+    each helm command reads the index into a private temporary file."""
     chart = ctx.settings.helm_chart
     if "/" in chart and not chart.startswith(("oci://", "/", ".")):
-        ctx.helm.repo_add_update(chart.split("/", 1)[0], ctx.settings.helm_repo_url)
+        return chart.split("/", 1)[1], ctx.settings.helm_repo_url
+    return chart, None
 
 
 KEEP = ("helm.sh/resource-policy", "keep")
@@ -135,17 +142,18 @@ def _helm_checks(ctx: Ctx) -> tuple[str, list[str]]:
 def _render_checks(ctx: Ctx, release: HelmRelease, version: str) -> list[str]:
     """Render, with the real helm, the reinstall (target chart, final values) and the way back
     (original chart and values): a failure knowable now must not be found after the uninstall."""
-    chart = ctx.settings.helm_chart
+    chart, repo_url = chart_source(ctx)
     attempts = (
         ("the reinstall", with_pulsar_v3(release.config), version),
         ("a restore of the original release", release.config, release.chart_version),
     )
     for what, values, chart_version in attempts:
         try:
-            ctx.helm.template(ctx.release, ctx.namespace, chart, values, chart_version)
+            ctx.helm.template(ctx.release, ctx.namespace, chart, values, chart_version, repo_url)
         except HelmError as err:
             detail = err.stderr.strip() or str(err)
-            return [f"{what} does not render with chart {chart} {chart_version} (`helm template`): {detail}"]
+            shown = ctx.settings.helm_chart
+            return [f"{what} does not render with chart {shown} {chart_version} (`helm template`): {detail}"]
     return []
 
 
@@ -157,8 +165,8 @@ def _chart_checks(ctx: Ctx, release: HelmRelease) -> tuple[dict[str, Any], list[
     if refusal:
         return {}, [refusal]
     try:
-        ensure_repo(ctx)
-        meta = ctx.helm.show_chart(ctx.settings.helm_chart, version)
+        chart, repo_url = chart_source(ctx)
+        meta = ctx.helm.show_chart(chart, version, repo_url)
     except HelmError as err:
         return {}, [f"cannot read chart {ctx.settings.helm_chart} {version}: {err.stderr.strip() or err}"]
     plan: dict[str, Any] = {
@@ -359,13 +367,11 @@ def reinstall(ctx: Ctx) -> Done | Ask:
     if saved is None:
         raise StepError("no saved values to reinstall from")
     values = with_pulsar_v3(saved["values"])
-    ensure_repo(ctx)
+    chart, repo_url = chart_source(ctx)
     version = cp.target.get("version")
     ctx.set_facts(reinstall_started=now())
     with helm_running(ctx, "reinstall", "install"):
-        ctx.helm.install(
-            ctx.release, ctx.namespace, ctx.settings.helm_chart, values, version, upgrade=release is not None
-        )
+        ctx.helm.install(ctx.release, ctx.namespace, chart, values, version, repo_url, upgrade=release is not None)
     ctx.say(
         "reinstalled",
         f"▶️ Installed `{ctx.release}` with chart {ctx.settings.helm_chart} {version} and Pulsar V3. Waiting for pods…",
@@ -381,14 +387,15 @@ def restore(ctx: Ctx) -> str:
     release = clear_interrupted(ctx, "restore")
     if release is not None and release.status == "deployed":
         return "the release is already installed; nothing to do"
-    ensure_repo(ctx)
+    chart, repo_url = chart_source(ctx)
     with helm_running(ctx, "restore", "install"):
         ctx.helm.install(
             ctx.release,
             ctx.namespace,
-            ctx.settings.helm_chart,
+            chart,
             saved["values"],
             saved["chart_version"],
+            repo_url,
             upgrade=release is not None,
         )
     return f"reinstalled `{ctx.release}` with its original values (chart {saved['chart_version']}, Pulsar V2)"
