@@ -67,6 +67,7 @@ class Settings:
     channels: frozenset[str] = frozenset()  # empty: every channel the bot is in
     audit_retention_days: float = 90.0
     shutdown_grace_seconds: float = 25.0
+    runner_workers: int = 32
 
     @property
     def socket_mode(self) -> bool:
@@ -213,6 +214,15 @@ def _channels(env: Mapping[str, str]) -> frozenset[str]:
     return frozenset(ids)
 
 
+def _count(env: Mapping[str, str], name: str, default: int, limit: int) -> int:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 0 < int(raw) <= limit:
+        raise SettingsError(name, f"must be a whole number from 1 to {limit}, got {raw!r}")
+    return int(raw)
+
+
 def _days(env: Mapping[str, str], name: str, default: float) -> float:
     raw = _get(env, name)
     if raw is None:
@@ -263,4 +273,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         channels=_channels(env),
         audit_retention_days=_days(env, "BOT_AUDIT_RETENTION_DAYS", 90.0),
         shutdown_grace_seconds=_positive_float(env, "BOT_SHUTDOWN_GRACE_SECONDS", 25.0, 3600),
+        runner_workers=_count(env, "RUNNER_WORKERS", 32, 256),
     )

@@ -123,3 +123,12 @@ def test_cli_help_lists_both_subcommands() -> None:
     )
     assert proc.returncode == 0
     assert "serve" in proc.stdout and "demo" in proc.stdout
+
+
+def test_runner_workers_setting() -> None:
+    base = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "BOT_OPERATORS": "U01"}
+    assert settings.load(base).runner_workers == 32
+    assert settings.load({**base, "RUNNER_WORKERS": "8"}).runner_workers == 8
+    for bad in ("0", "-1", "many", "1000"):
+        with pytest.raises(settings.SettingsError, match="RUNNER_WORKERS"):
+            settings.load({**base, "RUNNER_WORKERS": bad})

@@ -108,7 +108,11 @@ class Engine:
             load_timeout=settings.load_timeout_seconds,
         )
         self.runner = Runner(
-            store.redis, JOB_REF, on_leader=self.resume_all, lease_seconds=settings.runner_lease_seconds
+            store.redis,
+            JOB_REF,
+            on_leader=self.resume_all,
+            lease_seconds=settings.runner_lease_seconds,
+            workers=settings.runner_workers,
         )
         self._guard = threading.Lock()
         self._idle = threading.Condition(self._guard)  # notified whenever an upgrade's run ends
