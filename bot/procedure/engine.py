@@ -566,39 +566,41 @@ class Engine:
 
     def _fail(self, upgrade: Upgrade, name: str, error: StepError) -> Upgrade:
         reason = redact(error.reason)
-
-        def fail(u: Upgrade) -> None:
-            st = u.step_state(name)
-            st.status, st.error = ERROR, reason
-            u.state, u.ended_at = FAILED, model.now()
-            u.reason = f"Preflight refused, nothing was changed: {reason}"
-            u.root_wanted = True
-
-        upgrade, _ = self.store.update(upgrade.id, fail)
-        self._audit(upgrade.id, "upgrade_ended", state=upgrade.state, reason=upgrade.reason)
-        self._say(upgrade.id, "refused", f"🛑 Not upgrading `{upgrade.release}`: {reason}. Nothing was changed.")
-        self._refresh_root(upgrade)
-        return upgrade
+        return self._end_failed(
+            upgrade,
+            name,
+            reason,
+            f"Preflight refused, nothing was changed: {reason}",
+            "refused",
+            f"🛑 Not upgrading `{upgrade.release}`: {reason}. Nothing was changed.",
+        )
 
     def _data_lost(self, upgrade: Upgrade, name: str, error: DataLost) -> Upgrade:
         """Verification found rows missing: the upgrade ends failed, with the table; nothing more is done."""
         reason = redact(error.reason)
+        return self._end_failed(
+            upgrade,
+            name,
+            reason,
+            f"Verification failed: {reason}. Nothing more was changed; see the rows table in the thread.",
+            "data_lost",
+            f"🛑 *Upgrade failed: data is missing.* {reason}.\n{error.details}\nNothing more was changed. The saved "
+            f"configuration is in Secret `{upgrade.facts.backup_secret}`; the flushed data is in object storage.",
+        )
+
+    def _end_failed(self, upgrade: Upgrade, name: str, reason: str, summary: str, key: str, note: str) -> Upgrade:
+        """End the upgrade "failed" at step ``name``: record it, then say ``note`` once in the thread."""
 
         def fail(u: Upgrade) -> None:
             st = u.step_state(name)
             st.status, st.error = ERROR, reason
             u.state, u.ended_at = FAILED, model.now()
-            u.reason = f"Verification failed: {reason}. Nothing more was changed; see the rows table in the thread."
+            u.reason = summary
             u.root_wanted = True
 
         upgrade, _ = self.store.update(upgrade.id, fail)
         self._audit(upgrade.id, "upgrade_ended", state=upgrade.state, reason=upgrade.reason)
-        self._say(
-            upgrade.id,
-            "data_lost",
-            f"🛑 *Upgrade failed: data is missing.* {reason}.\n{error.details}\nNothing more was changed. The saved "
-            f"configuration is in Secret `{upgrade.facts.backup_secret}`; the flushed data is in object storage.",
-        )
+        self._say(upgrade.id, key, note)
         self._refresh_root(upgrade)
         return upgrade
 
