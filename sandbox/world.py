@@ -39,6 +39,8 @@ GROUP = "S0OPS"
 STRANGER = "U0MALLORY"  # not an operator
 SIGNING_SECRET = "sandbox-signing-secret-0123456789"
 BOT_TOKEN = "xoxb-sandbox-0000-bot-token"
+APP_TOKEN = "xapp-1-A0SANDBOX-0000-app-level-token"  # Socket Mode (apps.connections.open)
+UNSET = "\x00unset"  # a bot_env override with this value removes the variable (no env value holds NUL)
 REPO_NAME = "zilliztech"
 
 PULSAR_V2 = {"pulsar": {"enabled": True}, "pulsarv3": {"enabled": False}}
@@ -88,7 +90,7 @@ class World:
             reclaim_policy=reclaim_policy,
             operator_version=operator_version,
         )
-        self.slack = SlackSim(bot_token=BOT_TOKEN)
+        self.slack = SlackSim(bot_token=BOT_TOKEN, app_token=APP_TOKEN)
         self.flush_polls = flush_polls
         self.releases: dict[tuple[str, str], Release] = {}
         self.kubeconfig = os.path.join(self.workdir, "kubeconfig")
@@ -236,7 +238,10 @@ class World:
         return self.store.list("pods", namespace, label_selector=selector)
 
     def bot_env(self, redis_url: str, port: int, **overrides: str) -> dict[str, str]:
-        """The environment for ``milvus-pulsar-upgrade-bot serve`` against this world."""
+        """The environment for ``milvus-pulsar-upgrade-bot serve`` against this world.
+
+        ``overrides`` replace or add variables; an override set to ``UNSET`` removes one (e.g.
+        ``SLACK_SIGNING_SECRET=UNSET`` with ``SLACK_APP_TOKEN=APP_TOKEN`` for Socket Mode)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MILVUS_", "BOT_"))}
         env.update(self.helm_env)
         env.update(
@@ -257,7 +262,7 @@ class World:
             }
         )
         env.update(overrides)
-        return env
+        return {k: v for k, v in env.items() if v != UNSET}
 
 
 def milvus_manifest(name: str, namespace: str, pulsar_chart: str = "pulsar-v2") -> dict[str, Any]:

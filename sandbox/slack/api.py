@@ -13,7 +13,8 @@ answer, or raises ``ApiError`` with Slack's error code for the same mistake:
   ``user_not_found``, ``user_not_in_channel``, ``no_such_subteam``, ``invalid_cursor``,
   ``invalid_arguments``, ``file_not_found``, ``invalid_trigger_id`` / ``expired_trigger_id`` /
   ``exchanged_trigger_id`` (trigger ids live 3 seconds and are single use), ``method_deprecated``
-  (files.upload, retired by Slack in favour of the files_upload_v2 flow).
+  (files.upload, retired by Slack in favour of the files_upload_v2 flow). ``apps.connections.open``
+  answers a Socket Mode URL (its token rules are checked by the simulator before it runs).
 
 ``METHODS`` maps each method to the OAuth scope it needs and whether it accepts a JSON body (Slack
 accepts JSON only for write methods; the arguments of a JSON body sent to a read method are ignored).
@@ -75,6 +76,7 @@ METHODS: dict[str, MethodSpec] = {
     "files.completeUploadExternal": MethodSpec("files_complete_upload", "files:write"),
     "files.upload": MethodSpec("files_upload", "files:write"),
     "views.open": MethodSpec("views_open", None, True),
+    "apps.connections.open": MethodSpec("apps_connections_open", None, True),  # app-level token only
 }
 PRIVATE_SCOPES = {"channels:history": "groups:history", "channels:read": "groups:read"}
 
@@ -189,6 +191,7 @@ class WebApi:
     views: list[dict[str, Any]] = field(default_factory=list)
     upload_secrets: dict[str, str] = field(default_factory=dict)  # secret -> file id
     team_name: str = "Sandbox"
+    open_connection: Callable[[], str] | None = None  # a fresh Socket Mode URL (set by SlackSim)
 
     def call(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
         handler: Callable[[dict[str, Any]], dict[str, Any]] = getattr(self, METHODS[method].handler)
@@ -432,6 +435,11 @@ class WebApi:
 
     def files_upload(self, args: dict[str, Any]) -> dict[str, Any]:
         raise ApiError("method_deprecated")
+
+    def apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        if self.open_connection is None:
+            raise ApiError("internal_error")
+        return {"url": self.open_connection()}
 
     def new_trigger(self, user: str) -> str:
         trigger_id = f"{secrets.randbelow(10**10)}.{secrets.randbelow(10**9)}.{secrets.token_hex(16)}"

@@ -18,6 +18,10 @@ and shows the synchronous answer to a slash command the way Slack does: a JSON b
 blocks becomes an ephemeral (or a channel message for ``response_type: in_channel``), a plain-text
 body an ephemeral, a non-200 status the ``dispatch_failed`` notice. Clicking a button the message
 does not have raises ``LookupError`` (a test mistake, not a Slack behaviour).
+
+``SocketModeClient`` does the same over Socket Mode, for a bot started with SLACK_APP_TOKEN: the
+same payloads are delivered as ``slash_commands`` / ``interactive`` envelopes on the WebSocket the
+bot opened (``SlackSim.deliver``), and nothing is sent over HTTP.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import httpx
 
 from sandbox.slack.blocks import find_button, iter_elements, text_of
 from sandbox.slack.server import SlackSim
+from sandbox.slack.socket_mode import SocketEnvelope
 
 SLACK_USER_AGENT = "Slackbot 1.0 (+https://api.slack.com/robots)"
 FORM = "application/x-www-form-urlencoded"
@@ -174,6 +179,63 @@ class SlackClient:
         """Click a button of a channel message (after confirming its dialog, if it has one)."""
         payload = self.click_payload(user, channel, message_ts, action_id)
         return self._send_form({"payload": json.dumps(payload)})
+
+
+class SocketModeClient(SlackClient):
+    """``SlackClient``'s ``slash`` and ``click`` over Socket Mode, for ``tests.scenario.Person`` as is.
+
+    Each call delivers an envelope on the bot's open connection and waits until it is acknowledged
+    or its deadline (the simulator's ``socket_ack_timeout``, Slack's 3 s) passed. The answer is
+    given as the HTTP answer would be, so that callers need not know the transport: a 200
+    ``httpx.Response`` whose JSON body is the ack's payload (empty when the ack had none). A slash
+    command's payload is shown to the person by the simulator when the ack arrives, as Slack shows
+    it; an envelope not acknowledged in time raises ``AckTimeoutError`` (the simulator records it in
+    ``socket_mode_failures`` and, for a slash command, shows the ``operation_timeout`` notice).
+    ``NotConnectedError`` when the bot has no connection open.
+    """
+
+    def __init__(
+        self,
+        sim: SlackSim,
+        *,
+        verification_token: str = "sandbox-verification-token",
+        team_domain: str = "sandbox",
+    ) -> None:
+        super().__init__(
+            sim,
+            bot_url="",
+            signing_secret="",
+            verification_token=verification_token,
+            team_domain=team_domain,
+            ack_timeout=sim.socket_ack_timeout,
+        )
+        self.last_envelope: SocketEnvelope | None = None
+
+    def post_raw(self, body: bytes, headers: dict[str, str], content_type: str) -> httpx.Response:
+        raise TypeError("a Socket Mode app is sent nothing over HTTP: use slash() or click()")
+
+    def slash(self, user: str, channel: str, command: str, text: str) -> httpx.Response:
+        """Type ``command text``: a ``slash_commands`` envelope, which accepts a response payload."""
+        envelope = self.sim.deliver(
+            "slash_commands", self.slash_fields(user, channel, command, text), accepts_response_payload=True
+        )
+        return self._answer(envelope)
+
+    def click(self, user: str, channel: str, message_ts: str, action_id: str) -> httpx.Response:
+        """Click a button: an ``interactive`` envelope with the ``block_actions`` payload."""
+        payload = self.click_payload(user, channel, message_ts, action_id)
+        return self._answer(self.sim.deliver("interactive", payload, accepts_response_payload=False))
+
+    def _answer(self, sent: SocketEnvelope) -> httpx.Response:
+        envelope = self.sim.wait_acked(sent.envelope_id)
+        self.last_envelope = envelope
+        if envelope.timed_out:
+            raise AckTimeoutError(
+                f"the bot did not acknowledge envelope {envelope.envelope_id} within {self.ack_timeout:g}s"
+            )
+        if envelope.ack_payload is None:
+            return httpx.Response(200)
+        return httpx.Response(200, json=envelope.ack_payload)
 
 
 def _action(block_id: str, button: dict[str, Any]) -> dict[str, Any]:

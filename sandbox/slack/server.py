@@ -14,6 +14,10 @@ Wire behaviour, as Slack's:
   ``missing_scope`` with ``needed``/``provided``. Answers are HTTP 200 JSON, except rate limiting:
   HTTP 429, ``Retry-After`` and ``{"ok": false, "error": "ratelimited"}``. Every answer carries
   ``x-oauth-scopes`` (slack-bolt reads it after auth.test).
+- ``apps.connections.open`` takes only the app-level token (``app_token``, ``xapp-...``) and only in
+  ``Authorization: Bearer`` (Slack refuses it as a POST parameter: ``invalid_auth``); a bot token
+  there is ``not_allowed_token_type``, as is the app-level token on any other method. It answers
+  ``{"ok": true, "url": "ws://.../link/?ticket=..."}``: Socket Mode, see ``socket_mode``.
 - Fault injection (``rate_limit``, ``fail``, ``fail_http``, ``hang``): the next calls of a method
   (optionally only those whose ``text`` argument contains ``match``) are answered with a 429 +
   Retry-After, an ``ok: false`` error, an HTTP 5xx, or only after a delay (a client timeout). A
@@ -58,6 +62,7 @@ from sandbox.slack.model import (
     UserGroup,
     Workspace,
 )
+from sandbox.slack.socket_mode import ACK_TIMEOUT, LINK_PATH, SocketConnection, SocketEnvelope, SocketModeLink
 
 DEFAULT_SCOPES = (
     "chat:write",
@@ -73,6 +78,7 @@ DEFAULT_SCOPES = (
 RESPONSE_URL_MAX_USES = 5
 RESPONSE_URL_TTL = 30 * 60.0
 JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
+APP_TOKEN_METHODS = frozenset({"apps.connections.open"})  # methods that take the app-level token only
 
 
 def _content_type(request: web.Request) -> str:
@@ -97,6 +103,7 @@ class SlackSim:
         self,
         *,
         bot_token: str = "xoxb-sandbox",
+        app_token: str = "xapp-1-A0SANDBOX-1-sandbox",
         team_id: str = "T0SANDBOX",
         bot_user_id: str = "U0BOT",
         app_id: str = "A0SANDBOX",
@@ -104,8 +111,10 @@ class SlackSim:
         bot_name: str = "upgradebot",
         scopes: tuple[str, ...] = DEFAULT_SCOPES,
         trigger_ttl: float = 3.0,
+        socket_ack_timeout: float = ACK_TIMEOUT,
     ) -> None:
         self.bot_token = bot_token
+        self.app_token = app_token
         self.scopes = tuple(scopes)
         self.ws = Workspace(team_id=team_id, bot_user_id=bot_user_id, bot_id=bot_id, app_id=app_id)
         self.ws.users[bot_user_id] = User(bot_user_id, bot_name, is_bot=True)
@@ -116,7 +125,13 @@ class SlackSim:
         self._faults: dict[str, list[Fault]] = {}
         self.lock = threading.RLock()
         self._delay = 0.0
+        self.socket = SocketModeLink(
+            self.lock, app_id, ack_timeout=socket_ack_timeout, show=self._show_slash_ack, timeout=self._ack_timed_out
+        )
+        self.api.open_connection = lambda: self.socket.new_url(self.url)
         app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get(LINK_PATH, self.socket.handle)
+        app.on_shutdown.append(self.socket.close_all)
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/upload/v1/{secret}", self._handle_upload)
         app.router.add_post("/hooks/{kind}/{team}/{num}/{secret}", self._handle_hook)
@@ -304,6 +319,49 @@ class SlackSim:
                 )
             )
 
+    # -- Socket Mode ----------------------------------------------------------------------------
+
+    @property
+    def socket_ack_timeout(self) -> float:
+        return self.socket.ack_timeout
+
+    def deliver(self, kind: str, payload: dict[str, Any], *, accepts_response_payload: bool) -> SocketEnvelope:
+        """Send an envelope (``slash_commands``, ``interactive``) to the app over its Socket Mode connection.
+
+        Returns at once; ``wait_acked`` waits for its ack. ``NotConnectedError`` when none is open."""
+        return self._server.call(self.socket.deliver(kind, payload, accepts_response_payload))
+
+    def wait_acked(self, envelope_id: str, timeout: float | None = None) -> SocketEnvelope:
+        """The envelope once acknowledged or past its ack deadline (``timed_out`` then says which)."""
+        return self.socket.wait_decided(envelope_id, self.socket.ack_timeout + 5 if timeout is None else timeout)
+
+    def envelopes(self) -> list[SocketEnvelope]:
+        """Every envelope sent over Socket Mode, in order, with its ack time and payload."""
+        with self.lock:
+            return copy.deepcopy(self.socket.envelopes)
+
+    def socket_mode_failures(self) -> list[str]:
+        """What Slack would not have accepted on the Socket Mode link (an envelope not acked in time...)."""
+        with self.lock:
+            return list(self.socket.failures)
+
+    def socket_connections(self) -> list[SocketConnection]:
+        """Every WebSocket the app opened, in order (``open`` for those still open)."""
+        with self.lock:
+            return copy.deepcopy(self.socket.connections)
+
+    def _show_slash_ack(self, envelope: SocketEnvelope) -> None:
+        body = envelope.ack_payload or {}
+        if body.get("text") or body.get("blocks") or body.get("attachments"):
+            payload = envelope.payload
+            self.show_response(str(payload.get("channel_id")), str(payload.get("user_id")), body, "slash_ack")
+
+    def _ack_timed_out(self, envelope: SocketEnvelope) -> None:
+        if envelope.type == "slash_commands":
+            payload = envelope.payload
+            notice = {"text": f'{payload.get("command")} failed with the error "operation_timeout"'}
+            self.show_response(str(payload.get("channel_id")), str(payload.get("user_id")), notice, "slack")
+
     def channel_name(self, channel: str) -> str:
         with self.lock:
             found = self.ws.channels.get(channel)
@@ -387,7 +445,21 @@ class SlackSim:
         args.pop("token", None)
         return args, token or None
 
-    def _gate(self, method: str, args: dict[str, Any], token: str | None) -> tuple[int, dict[str, Any], int]:
+    def _token_error(self, method: str, token: str, bearer: bool) -> str | None:
+        """Slack's answer to the token of a call: None when the method may run with it."""
+        if method in APP_TOKEN_METHODS:
+            if not bearer:
+                return "invalid_auth"  # the app-level token is taken from the Authorization header only
+            if token == self.bot_token or token.startswith("xox"):
+                return "not_allowed_token_type"
+            return None if token == self.app_token else "invalid_auth"
+        if token == self.app_token or token.startswith("xapp-"):
+            return "not_allowed_token_type"
+        return None if token == self.bot_token else "invalid_auth"
+
+    def _gate(
+        self, method: str, args: dict[str, Any], token: str | None, bearer: bool = True
+    ) -> tuple[int, dict[str, Any], int]:
         """Checks before the method runs: (status, answer, retry_after) or status 0 to proceed.
 
         An injected delay (``hang``) is left in ``self._delay`` for the request handler to wait."""
@@ -395,8 +467,9 @@ class SlackSim:
             return 200, {"ok": False, "error": "unknown_method", "req_method": method}, 0
         if token is None:
             return 200, {"ok": False, "error": "not_authed"}, 0
-        if token != self.bot_token:
-            return 200, {"ok": False, "error": "invalid_auth"}, 0
+        error = self._token_error(method, token, bearer)
+        if error is not None:
+            return 200, {"ok": False, "error": error}, 0
         fault = self._take_fault(method, args)
         if fault is not None:
             self._delay = fault.delay
@@ -412,8 +485,10 @@ class SlackSim:
             return 200, answer, 0
         return 0, {}, 0
 
-    def _run(self, method: str, args: dict[str, Any], token: str | None) -> tuple[int, dict[str, Any], int]:
-        status, answer, retry_after = self._gate(method, args, token)
+    def _run(
+        self, method: str, args: dict[str, Any], token: str | None, bearer: bool = True
+    ) -> tuple[int, dict[str, Any], int]:
+        status, answer, retry_after = self._gate(method, args, token, bearer)
         if status == 0:
             status = 200
             try:
@@ -434,7 +509,8 @@ class SlackSim:
         else:
             with self.lock:
                 self._delay = 0.0
-                status, answer, retry_after = self._run(method, args, token)
+                bearer = request.headers.get("Authorization", "").startswith("Bearer ")
+                status, answer, retry_after = self._run(method, args, token, bearer)
                 delay = self._delay
             if delay:
                 await asyncio.sleep(delay)
