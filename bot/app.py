@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientError, web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
@@ -40,6 +40,7 @@ from slack_bolt.request.payload_utils import (
     to_step,
     to_view,
 )
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -48,7 +49,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
 from bot.procedure.engine import Engine
-from bot.settings import Settings
+from bot.settings import Settings, SettingsError
 from handlers import slack as slack_handlers
 from handlers.auth import Authorizer
 from state.store import UpgradeStore
@@ -200,6 +201,30 @@ def _add_operations(web_app: web.Application, store: UpgradeStore, runner_state:
     web_app.router.add_get("/metrics", metrics_page)
 
 
+# apps.connections.open's answers that no retry will change: the app-level token itself is refused.
+_APP_TOKEN_REFUSALS = frozenset(
+    {"invalid_auth", "not_authed", "not_allowed_token_type", "account_inactive", "token_revoked", "token_expired"}
+)
+
+
+async def _check_app_token(bolt: AsyncApp, app_token: str) -> None:
+    """Refuse to start (SettingsError: exit 2) when Slack refuses the app-level token.
+
+    Bolt's Socket Mode client would otherwise retry apps.connections.open every few seconds
+    forever, while /healthz answers 200 and no slash command can reach the bot. The URL issued
+    here is not used (it expires unused); connect_async() asks for its own. Any other failure
+    (Slack unreachable, 5xx) is left to the client's retries."""
+    try:
+        await bolt.client.apps_connections_open(app_token=app_token)
+    except SlackApiError as err:
+        error = str(err.response.get("error", ""))
+        if error in _APP_TOKEN_REFUSALS:
+            raise SettingsError("SLACK_APP_TOKEN", f"was refused by Slack (apps.connections.open: {error})") from None
+        log.warning("apps.connections.open failed; Socket Mode will retry", extra={"error": error})
+    except (TimeoutError, ClientError, OSError) as err:
+        log.warning("apps.connections.open failed; Socket Mode will retry", extra={"error": type(err).__name__})
+
+
 async def _run(settings: Settings, engine: Engine) -> None:
     deps = slack_handlers.Deps(
         store=engine.store,
@@ -210,6 +235,8 @@ async def _run(settings: Settings, engine: Engine) -> None:
         scan=lambda namespace: engine.scan(namespace, slack_handlers.COMMAND),
     )
     bolt = build_bolt_app(settings, deps)
+    if settings.slack_app_token is not None:
+        await _check_app_token(bolt, settings.slack_app_token)  # before anything is served or started
 
     def runner_state() -> str:
         if engine.stopping:
