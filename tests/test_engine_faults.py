@@ -42,7 +42,7 @@ class _Runner:
 class _Kube:
     host = "https://127.0.0.1:1"
 
-    def http_client(self) -> Any:
+    def http_client(self, timeout: float = 30.0) -> Any:
         return None
 
 

@@ -338,6 +338,8 @@ def test_the_clean_runs_saw_every_kind_of_call(helm_kinds: list[Kind], operator_
             "/api/v1/persist/state",
             "/healthz",
             "/v2/vectordb/databases/list",
+            "/v2/vectordb/collections/get_stats",
+            "/v2/vectordb/collections/get_load_state",
         }, shown
         assert any(k.method == "DELETE" and "persistentvolumes/" in k.path for k in kinds), shown
         assert any(k.watch and k.path.endswith("/pods$") for k in kinds), shown

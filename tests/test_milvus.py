@@ -440,13 +440,20 @@ def test_kubernetes_503_names_the_cause(http: httpx.Client) -> None:
         assert client.healthz()[0] is False
 
 
-def test_kubernetes_429_in_front_of_milvus_is_retriable_after_its_retry_after(http: httpx.Client) -> None:
-    """The API server's rate limit on the service proxy (429 + Retry-After) passes by itself."""
+def test_kubernetes_429_in_front_of_milvus_is_resent_then_retriable_after_its_retry_after(http: httpx.Client) -> None:
+    """The API server's rate limit on the service proxy (429 + Retry-After): a short one is waited
+    out and the call sent again in place; a long one is a retriable error carrying Retry-After."""
+    answers: list[int] = []
 
     async def throttled(request: web.Request) -> web.Response:
         status = {"kind": "Status", "status": "Failure", "reason": "TooManyRequests", "code": 429}
         status["message"] = "too many requests, please try again later"
-        return web.json_response(status, status=429, headers={"Retry-After": "7"})
+        if request.headers.get("X-Test") == "once" and answers:
+            answers.append(200)
+            return web.json_response({"status": {}, "coll_segIDs": {}, "flush_coll_segIDs": {}, "coll_flush_ts": {}})
+        answers.append(429)
+        wait = "0" if request.headers.get("X-Test") == "once" else "30"
+        return web.json_response(status, status=429, headers={"Retry-After": wait})
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", throttled)
@@ -455,4 +462,8 @@ def test_kubernetes_429_in_front_of_milvus_is_retriable_after_its_retry_after(ht
         with pytest.raises(MilvusHttpError, match="too many requests") as info:
             client.persist("default", ["books"])
         assert info.value.retriable and info.value.http_status == 429
-        assert info.value.retry_after == 7.0
+        assert info.value.retry_after == 30.0 and answers == [429]  # too long to wait in place
+        answers.clear()
+        once = MilvusClient(kube.url, kube.url, http=httpx.Client(headers={"X-Test": "once"}))
+        assert once.persist("default", []).collections == {}
+        assert answers == [429, 200]
