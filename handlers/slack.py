@@ -185,8 +185,8 @@ def _command_listener(deps: Deps) -> Callable[..., Awaitable[None]]:
         if isinstance(cmd, OPERATOR_ONLY):
             decision = await deps.authorizer.check(client, user)
             if not decision.allowed:
-                await _tell(respond, f"Not allowed: {decision.reason} Nothing was changed.")
                 await _audit(deps, about, "command", user, text=text, allowed=False, reason=decision.reason)
+                await _tell(respond, f"Not allowed: {decision.reason} Nothing was changed.")
                 return
         await _audit(deps, about, "command", user, text=text, channel=channel, allowed=True)
         await _tell(respond, await _answer(deps, client, cmd, channel, user))
@@ -327,8 +327,8 @@ def _button_listener(deps: Deps) -> Callable[..., Awaitable[None]]:
         upgrade_id, value = found if found is not None else (None, {})
         decision = await deps.authorizer.check(client, user)
         if not decision.allowed:
-            await _tell(respond, f"Nothing changed: {decision.reason}")
             await _audit(deps, upgrade_id, "click", user, action=action_id, allowed=False, reason=decision.reason)
+            await _tell(respond, f"Nothing changed: {decision.reason}")  # the answer last: all is recorded by then
             return
         if upgrade_id is None:
             await _tell(respond, "That button is not one of mine.")
@@ -340,10 +340,10 @@ def _button_listener(deps: Deps) -> Callable[..., Awaitable[None]]:
             problem = "I have no record of that upgrade."
         checkpoint = value.get("c")
         if problem:
-            await _tell(respond, f"Nothing changed: {problem}")
             await _audit(
                 deps, upgrade_id, "click", user, action=action_id, checkpoint=checkpoint, allowed=False, reason=problem
             )
+            await _tell(respond, f"Nothing changed: {problem}")
             return
         await _audit(deps, upgrade_id, "click", user, action=action_id, checkpoint=checkpoint, allowed=True)
         if checkpoint and action_id in ("upgrade_approve", "upgrade_abort"):

@@ -129,7 +129,14 @@ def test_unauthorized_click_changes_nothing(world: World, slack: SlackClient, re
     assert {k: client.get(k) for k in client.keys("mpub:upgrade:*")} == before
     assert has_button(world.slack.message(cp.channel, cp.ts), "upgrade_approve")
     assert [r for r in world.kube.requests if r.method == "DELETE"] == []
-    assert [e["event"] for e in store.audit_trail(upgrade_id)] == ["requested"]
+    trail = store.audit_trail(upgrade_id)
+    clicks = [e for e in trail if e["event"] == "click"]
+    assert [(e["user"], e["action"], e["allowed"]) for e in clicks] == [
+        (STRANGER, "upgrade_approve", False),
+        (STRANGER, "upgrade_abort", False),
+    ]  # both refusals are in the audit trail, with the reason
+    assert all("not in BOT_OPERATORS" in e["reason"] for e in clicks)
+    assert not [e for e in trail if e["event"] == "checkpoint_decided"]
 
 
 def test_second_approver_required(world: World, make_bot: Callable[..., BotProcess]) -> None:
