@@ -1,6 +1,7 @@
 """Preflight refusals added for the data-safety defects (issue 8), each with nothing changed.
 
-Covers: a PVC that the chart itself renders without ``helm.sh/resource-policy: keep`` (here the
+Covers: a right helm needs for an object kind of the release (patch batch/jobs) missing;
+a PVC that the chart itself renders without ``helm.sh/resource-policy: keep`` (here the
 standalone MinIO PVC, whose default keep annotation a values override removed) is named, and the
 upgrade is refused before anything is written, because ``helm uninstall`` would delete it.
 """
@@ -30,3 +31,18 @@ def test_pvc_in_the_manifest_without_keep_is_refused(world: World, slack: SlackC
     assert cluster_writes(world) == []
     release = find_release(world.store.list("secrets", "default", label_selector="owner=helm,name=nokeep"), "nokeep")
     assert release is not None and release.status == "deployed"
+
+
+def test_a_right_helm_needs_for_an_object_of_the_release_is_checked_before_anything(
+    world: World, slack: SlackClient
+) -> None:
+    """The chart renders Jobs (its init jobs); without the right to patch Jobs, Helm 4's reinstall
+    would fail after the uninstall. Preflight asks for every kind of the release and refuses."""
+    world.kube.deny("patch", "jobs", namespace="default", group="batch")
+    world.kube.clear_requests()
+    alice = Person(world, slack)
+    alice.type("start my-release")
+    assert alice.outcome() == "failed"
+    refusal = alice.thread()[1].text
+    assert "not allowed to patch batch/jobs in `default`" in refusal
+    assert cluster_writes(world) == []

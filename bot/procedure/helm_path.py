@@ -30,6 +30,7 @@ from bot.procedure.shared import (
     access_problems,
     collection_stats,
     databases_text,
+    manifest_access_checks,
     milvus_inventory,
     row_counts,
     write_backup,
@@ -139,22 +140,24 @@ def _helm_checks(ctx: Ctx) -> tuple[str, list[str]]:
     return version.text, []
 
 
-def _render_checks(ctx: Ctx, release: HelmRelease, version: str) -> list[str]:
+def _render_checks(ctx: Ctx, release: HelmRelease, version: str) -> tuple[list[str], str]:
     """Render, with the real helm, the reinstall (target chart, final values) and the way back
-    (original chart and values): a failure knowable now must not be found after the uninstall."""
+    (original chart and values): a failure knowable now must not be found after the uninstall.
+    Returns (problems, the reinstall's manifest)."""
     chart, repo_url = chart_source(ctx)
     attempts = (
         ("the reinstall", with_pulsar_v3(release.config), version),
         ("a restore of the original release", release.config, release.chart_version),
     )
+    manifests = []
     for what, values, chart_version in attempts:
         try:
-            ctx.helm.template(ctx.release, ctx.namespace, chart, values, chart_version, repo_url)
+            manifests.append(ctx.helm.template(ctx.release, ctx.namespace, chart, values, chart_version, repo_url))
         except HelmError as err:
             detail = err.stderr.strip() or str(err)
             shown = ctx.settings.helm_chart
-            return [f"{what} does not render with chart {shown} {chart_version} (`helm template`): {detail}"]
-    return []
+            return [f"{what} does not render with chart {shown} {chart_version} (`helm template`): {detail}"], ""
+    return [], "\n---\n".join(manifests)
 
 
 def _chart_checks(ctx: Ctx, release: HelmRelease) -> tuple[dict[str, Any], list[str]]:
@@ -185,7 +188,8 @@ def _chart_checks(ctx: Ctx, release: HelmRelease) -> tuple[dict[str, Any], list[
             f"chart {plan['version']} ships Milvus {plan['app_version']}, not 2.5.x: pin "
             "MILVUS_HELM_CHART_VERSION to a chart with Milvus 2.5 and Pulsar V3, e.g. 4.2.58"
         ]
-    return plan, _render_checks(ctx, release, plan["version"])
+    problems, manifest = _render_checks(ctx, release, plan["version"])
+    return {**plan, "_manifest": manifest}, problems
 
 
 def preflight(ctx: Ctx) -> Done:
@@ -195,7 +199,9 @@ def preflight(ctx: Ctx) -> Done:
         raise Refusal("; ".join(problems))
     databases, milvus_problems = milvus_inventory(ctx)
     plan, chart_problems = _chart_checks(ctx, release)
-    problems = milvus_problems + access_problems(ctx) + chart_problems
+    manifest = plan.pop("_manifest", "")
+    extra = manifest_access_checks(ctx.namespace, release.manifest + "\n---\n" + manifest)
+    problems = milvus_problems + access_problems(ctx, extra=extra) + chart_problems
     if problems:
         raise Refusal("; ".join(problems))
     pvcs, pvs = list_volumes(ctx)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import yaml
+
 from bot.cluster.helm import values_document
 from bot.cluster.kube import AccessCheck
 from bot.cluster.milvus import MilvusHttpError, MilvusRoutesGone
@@ -71,9 +73,43 @@ def operator_access_checks(ns: str) -> list[AccessCheck]:
     return checks + _common_checks(ns)
 
 
-def access_problems(ctx: Ctx, operator: bool = False) -> list[str]:
+# Kinds whose plural is not kind + "s" (the rest follow the rule).
+_PLURALS = {"Ingress": "ingresses", "NetworkPolicy": "networkpolicies", "PodSecurityPolicy": "podsecuritypolicies"}
+# What helm does to each object of a release: reads it, creates it (Helm 3 POST; Helm 4 apply
+# answering 201), patches it (Helm 4 server-side apply, Helm 3 three-way merge) and deletes it.
+HELM_VERBS = ("get", "create", "patch", "delete")
+
+
+def manifest_access_checks(ns: str, manifest: str) -> list[AccessCheck]:
+    """The rights helm needs for every namespaced object of the release (the one uninstalled and
+    the one reinstalled): found now, not as "forbidden" after Milvus was uninstalled."""
+    kinds: set[tuple[str, str]] = set()
+    try:
+        docs = list(yaml.safe_load_all(manifest))
+    except yaml.YAMLError:
+        return []  # the render checks say why
+    for doc in docs:
+        if not isinstance(doc, dict) or not doc.get("kind") or not doc.get("apiVersion"):
+            continue
+        kind, api = str(doc["kind"]), str(doc["apiVersion"])
+        if kind in ("Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"):
+            continue  # cluster-scoped: the chart of a Milvus release has none
+        group = api.split("/", 1)[0] if "/" in api else ""
+        kinds.add((group, _PLURALS.get(kind, kind.lower() + "s")))
+    return [
+        AccessCheck(v, resource, ns, group)
+        for group, resource in sorted(kinds)
+        for v in HELM_VERBS
+        # A PVC of the release survives the uninstall (preflight refuses one that would not), so
+        # the reinstall adopts it: patch, never create.
+        if not (resource == "persistentvolumeclaims" and v == "create")
+    ]
+
+
+def access_problems(ctx: Ctx, operator: bool = False, extra: list[AccessCheck] | None = None) -> list[str]:
     """What a SelfSubjectAccessReview says this identity may not do, in words."""
     checks = operator_access_checks(ctx.namespace) if operator else helm_access_checks(ctx.namespace)
+    checks = list(dict.fromkeys([*checks, *(extra or [])]))  # each question once
     return [
         f"not allowed to {c.verb} {c.group + '/' if c.group else ''}{c.resource}"
         + (f" in `{c.namespace}`" if c.namespace else " (cluster-wide)")
