@@ -65,6 +65,7 @@ class Settings:
     approval_ttl_seconds: float = 86400.0
     reminder_seconds: float = 3600.0
     channels: frozenset[str] = frozenset()  # empty: every channel the bot is in
+    namespaces: tuple[str, ...] = ()  # where scan looks; empty: every namespace it may list
     audit_retention_days: float = 90.0
     shutdown_grace_seconds: float = 25.0
     runner_workers: int = 32
@@ -223,6 +224,20 @@ def _count(env: Mapping[str, str], name: str, default: int, limit: int) -> int:
     return int(raw)
 
 
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _namespaces(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = _get(env, "BOT_NAMESPACES")
+    if raw is None:
+        return ()
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    bad = [n for n in names if not _DNS_LABEL.match(n)]
+    if bad or not names:
+        raise SettingsError("BOT_NAMESPACES", f"must list Kubernetes namespace names, got {', '.join(bad) or raw!r}")
+    return tuple(dict.fromkeys(names))
+
+
 def _days(env: Mapping[str, str], name: str, default: float) -> float:
     raw = _get(env, name)
     if raw is None:
@@ -271,6 +286,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         approval_ttl_seconds=_positive_float(env, "BOT_APPROVAL_TTL_SECONDS", 86400.0, 30 * 86400),
         reminder_seconds=_positive_float(env, "BOT_REMINDER_SECONDS", 3600.0, 86400),
         channels=_channels(env),
+        namespaces=_namespaces(env),
         audit_retention_days=_days(env, "BOT_AUDIT_RETENTION_DAYS", 90.0),
         shutdown_grace_seconds=_positive_float(env, "BOT_SHUTDOWN_GRACE_SECONDS", 25.0, 3600),
         runner_workers=_count(env, "RUNNER_WORKERS", 32, 256),

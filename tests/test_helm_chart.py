@@ -401,6 +401,7 @@ EXPECTED_EVERYTHING_ENV = {
     "BOT_REMINDER_SECONDS": "600",
     "BOT_AUDIT_RETENTION_DAYS": "30",
     "BOT_CHANNELS": "C0UPGRADE,G0PRIVATE",
+    "BOT_NAMESPACES": ",".join(TARGETS),  # scan's default scope: where the chart grants rights
     "POLL_INTERVAL_SECONDS": "2",
     "MILVUS_HELM_REPO_URL": "https://charts.example/milvus",
     "MILVUS_HELM_CHART": "mirror/milvus",

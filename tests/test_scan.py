@@ -10,8 +10,12 @@ non-operator is refused.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from sandbox.botproc import BotProcess
 from sandbox.slack import SlackClient
 from sandbox.world import PULSAR_V2, SMALL, STRANGER, World
+from tests.conftest import person
 from tests.scenario import Person, cluster_writes
 
 
@@ -70,3 +74,11 @@ def test_scan_names_a_namespace_it_may_not_read_and_refuses_non_operators(world:
     mallory = alice.as_user(STRANGER)
     mallory.type("scan")
     assert "Nothing was changed" in mallory.wait_ephemeral("Not allowed")
+
+
+def test_scan_looks_in_bot_namespaces_by_default(world: World, make_bot: Callable[..., BotProcess]) -> None:
+    bot = make_bot(world, BOT_NAMESPACES="staging")
+    alice = person(world, bot)
+    alice.type("scan")
+    answer = alice.wait_ephemeral("*Scan* of 1 namespaces", timeout=30)
+    assert "`my-release` in `staging`" in answer and "in `default`" not in answer

@@ -132,3 +132,11 @@ def test_runner_workers_setting() -> None:
     for bad in ("0", "-1", "many", "1000"):
         with pytest.raises(settings.SettingsError, match="RUNNER_WORKERS"):
             settings.load({**base, "RUNNER_WORKERS": bad})
+
+
+def test_bot_namespaces_setting() -> None:
+    base = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "BOT_OPERATORS": "U01"}
+    assert settings.load(base).namespaces == ()
+    assert settings.load({**base, "BOT_NAMESPACES": "milvus, default,milvus"}).namespaces == ("milvus", "default")
+    with pytest.raises(settings.SettingsError, match="BOT_NAMESPACES"):
+        settings.load({**base, "BOT_NAMESPACES": "Bad_NS"})

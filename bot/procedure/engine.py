@@ -204,7 +204,12 @@ class Engine:
         """The answer to ``scan``: every Milvus in ``namespace``, or in every namespace (read-only);
         ``command`` is the slash command, for the "start it with" hints."""
         try:
-            namespaces = [namespace] if namespace else self.kube.list_namespaces()
+            if namespace:
+                namespaces = [namespace]
+            elif self.settings.namespaces:  # BOT_NAMESPACES: where the bot has rights (the chart's targetNamespaces)
+                namespaces = list(self.settings.namespaces)
+            else:
+                namespaces = self.kube.list_namespaces()
         except KubeError as err:
             return f"I cannot list the namespaces ({err.message}); name one: `scan --namespace NS`."
         findings, problems = scan.scan(self.kube, namespaces)
