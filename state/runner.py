@@ -32,6 +32,7 @@ from typing import Any
 
 import redis
 from apscheduler.executors.pool import BasePoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.redis import RedisJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -74,6 +75,19 @@ class _FencedThreads(concurrent.futures.ThreadPoolExecutor):
         return super().submit(self._run, lambda: fn(*args, **kwargs))
 
 
+class _Scheduler(BackgroundScheduler):
+    """APScheduler's scheduler, for a job store shared by several processes: a one-off job that
+    another runner has already run and removed is not an error. (APScheduler removes a date job
+    after submitting it; JobLookupError there would kill its main loop thread, and this process
+    would never run a job again, even after it becomes the leader.)"""
+
+    def remove_job(self, job_id: str, jobstore: str | None = None) -> None:
+        try:
+            super().remove_job(job_id, jobstore)
+        except JobLookupError:
+            log.info("job %s was already removed (another runner ran it)", job_id)
+
+
 class Runner:
     def __init__(
         self,
@@ -94,7 +108,7 @@ class Runner:
         self._state = threading.RLock()
         store = RedisJobStore(jobs_key=keys.JOBS, run_times_key=keys.RUN_TIMES)
         store.redis = client
-        self.scheduler = BackgroundScheduler(
+        self.scheduler = _Scheduler(
             jobstores={"default": store},
             executors={"default": _Pool(workers, self._run_fenced)},
             job_defaults={"coalesce": True, "max_instances": 16, "misfire_grace_time": None},

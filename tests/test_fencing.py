@@ -158,3 +158,14 @@ def test_token_change_inside_the_compare_and_set_is_caught(client: redis.Redis, 
     with fenced(Fence(7)), pytest.raises(LeaseLost):
         store.discard(upgrade_id)
     assert store.find(upgrade_id) is not None
+
+
+def test_a_job_another_runner_already_removed_does_not_kill_the_scheduler(
+    client: redis.Redis, make_runner: Callable[[], Runner]
+) -> None:
+    """Two runners share one job store: when a one-off job was run and removed by the other, the
+    removal APScheduler makes after submitting it finds nothing; that must not raise (it would
+    kill the scheduler's main loop thread, and this runner would never run a job again)."""
+    runner = make_runner()
+    runner.scheduler.remove_job("advance:no-such-upgrade")  # no JobLookupError
+    assert runner.scheduler.running
