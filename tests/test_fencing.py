@@ -13,6 +13,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import redis
@@ -169,3 +171,36 @@ def test_a_job_another_runner_already_removed_does_not_kill_the_scheduler(
     runner = make_runner()
     runner.scheduler.remove_job("advance:no-such-upgrade")  # no JobLookupError
     assert runner.scheduler.running
+
+
+def test_a_run_now_and_a_later_timer_queued_at_once_keep_the_earlier(make_runner: Callable[[], Runner]) -> None:
+    """A click's "run now" and the engine's reminder timer ("run in an hour") for the same
+    upgrade at the same moment: the earlier run must survive. The timer's caller is held inside
+    its read of the queued job until the click's caller is seen trying to read too (or, with the
+    read-and-replace made one step, until it is clear that it cannot)."""
+    runner = make_runner()
+    _pause_renewal(runner)  # the lease loop would resume the scheduler
+    runner.scheduler.pause()  # nothing runs the job: this is about what is queued
+    real_get_job = runner.scheduler.get_job
+    timer_inside, click_inside = threading.Event(), threading.Event()
+
+    def get_job(job_id: str, jobstore: str | None = None) -> Any:
+        found = real_get_job(job_id, jobstore)  # what this caller read...
+        if threading.current_thread().name == "timer":
+            timer_inside.set()
+            click_inside.wait(0.5)  # ...while the click gets in here, unless the two are one step
+        else:
+            click_inside.set()
+        return found
+
+    runner.scheduler.get_job = get_job
+    timer = threading.Thread(target=runner.schedule, args=("u-race", 3600.0), name="timer")
+    timer.start()
+    assert timer_inside.wait(5)
+    click = threading.Thread(target=runner.schedule, args=("u-race", 0.0), name="click")
+    click.start()
+    timer.join(10)
+    click.join(10)
+    job = real_get_job("advance:u-race")
+    assert job is not None and job.next_run_time is not None
+    assert (job.next_run_time - datetime.now(UTC)).total_seconds() < 60  # "now" kept, not the hour
