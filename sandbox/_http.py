@@ -8,6 +8,11 @@ Guarantees: ``start()`` returns only once the socket is listening; ``stop()`` cl
 listener and the loop and joins the thread (``ssl_context`` makes it serve HTTPS and
 ``url`` start with ``https://``); ``call()`` runs a coroutine on the server's loop
 from any thread and returns its result.
+
+For the benchmark (``tests/bench.py``): while ``ThreadedServer.timings`` is a list, every request
+any simulator serves is appended to it as a ``Served`` (which server, method, path, query,
+User-Agent, and when handling began and ended on ``time.monotonic()``), so that the time a client spent
+waiting inside the simulators can be told from its own. ``None`` (the default) records nothing.
 """
 
 from __future__ import annotations
@@ -16,16 +21,34 @@ import asyncio
 import concurrent.futures
 import ssl
 import threading
+import time
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Served:
+    """One request a simulator served: handling began at ``start`` and ended at ``end`` (monotonic)."""
+
+    server: str
+    method: str
+    path: str
+    query: str
+    user_agent: str
+    start: float
+    end: float
+
+
 class ThreadedServer:
     """An aiohttp app served from its own thread and event loop."""
+
+    timings: ClassVar[list[Served] | None] = None  # see the module docstring
 
     def __init__(
         self,
@@ -44,11 +67,26 @@ class ThreadedServer:
         self._ready = threading.Event()
         self._runner: web.AppRunner | None = None
         self._error: BaseException | None = None
+        if not app.frozen:
+            app.middlewares.insert(0, self._timed)
 
     @property
     def url(self) -> str:
         scheme = "https" if self.ssl_context is not None else "http"
         return f"{scheme}://{self.host}:{self.port}"
+
+    @web.middleware
+    async def _timed(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        sink = ThreadedServer.timings
+        if sink is None:
+            return await handler(request)
+        start = time.monotonic()
+        try:
+            return await handler(request)
+        finally:
+            ua = request.headers.get("User-Agent", "")
+            served = Served(self.url, request.method, request.path, request.query_string, ua, start, time.monotonic())
+            sink.append(served)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)

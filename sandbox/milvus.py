@@ -68,6 +68,10 @@ What is simulated, not real (documented so tests rely on it knowingly):
   exact ``flush_ts`` it waits until its timeout; with ``flush_ts`` 0 it is told ``flushed: true``
   (unknown IDs count as flushed) while ``unflushed()`` still lists the segments. Tests assert
   ``unflushed()`` and the recorded state queries, which is how a rounding client is caught.
+  With ``flush_seconds`` (for the benchmark: seconds, or a function of database and collection
+  name) the flush is timed instead, as datacoord's is: a segment is Flushed ``flush_seconds`` after
+  it was sealed, whoever asks (``flush_time`` says when, on ``time.monotonic()``), as seen by the
+  next state query or persist of its collection.
 - Loading: collections are loaded when created (``add_collection(..., loaded=False)`` or
   ``set_loaded`` to change it). ``start()`` after a ``stop()`` (``restart()``; the pods came back)
   or ``start_loading()`` puts the loaded collections in ``LoadStateLoading``: the next
@@ -163,6 +167,7 @@ class SimSegment:
     rows: int
     state: str = GROWING
     polls: int = 0
+    flush_at: float | None = None  # with flush_seconds: when (monotonic) this Sealed segment is Flushed
 
 
 @dataclass
@@ -391,8 +396,10 @@ class MilvusSim:
         mgmt_auth: bool = True,
         segment_capacity: int = 100_000,
         load_polls: int = 2,
+        flush_seconds: float | Callable[[str, str], float] | None = None,
     ) -> None:
         self.flush_polls = flush_polls
+        self.flush_seconds = flush_seconds  # None: flushed by state queries (flush_polls); else timed
         self.load_polls = load_polls  # get_load_state answers saying Loading after a restart
         self.version = version
         self.token = token
@@ -920,12 +927,38 @@ class MilvusSim:
 
     def _seal_all(self, coll: SimCollection) -> list[int]:
         """SealAllSegments: the already Sealed ones plus the Growing ones, now Sealed."""
+        self._catch_up(coll)
         sealed = [s.id for s in coll.segments.values() if s.state == SEALED]
         for seg in coll.segments.values():
             if seg.state == GROWING:
                 seg.state = SEALED
                 sealed.append(seg.id)
+        if self.flush_seconds is not None:
+            delay = self.flush_seconds(coll.db, coll.name) if callable(self.flush_seconds) else self.flush_seconds
+            due = time.monotonic() + delay
+            for sid in sealed:
+                seg = coll.segments[sid]
+                seg.flush_at = due if seg.flush_at is None else seg.flush_at
         return sealed
+
+    def _catch_up(self, coll: SimCollection) -> None:
+        """Timed flush (``flush_seconds``): every Sealed segment whose time has come is Flushed now."""
+        if self.flush_seconds is None:
+            return
+        clock = time.monotonic()
+        changed = False
+        for seg in coll.segments.values():
+            if seg.state == SEALED and seg.flush_at is not None and seg.flush_at <= clock:
+                seg.state = FLUSHED
+                changed = True
+        if changed:
+            self._advance_checkpoint(coll)
+
+    def flush_time(self, segment_id: int) -> float | None:
+        """With ``flush_seconds``: when (``time.monotonic()``) the segment is (or was) Flushed."""
+        with self._lock:
+            owner = self._segments.get(segment_id)
+            return owner.segments[segment_id].flush_at if owner is not None else None
 
     def _persist(self, req: dict[str, Any]) -> dict[str, Any]:
         db = req.get("db_name") or "default"
@@ -1005,7 +1038,10 @@ class MilvusSim:
         if coll is None:
             return self._coll_not_found(db, name)
         ids: list[int] = req.get("segmentIDs", [])
-        self._poll_segments(ids)
+        if self.flush_seconds is None:
+            self._poll_segments(ids)
+        else:
+            self._catch_up(coll)
         for sid in ids:
             owner = self._segments.get(sid)
             if owner is not None and owner.segments[sid].state != FLUSHED:

@@ -44,6 +44,10 @@ class SimConfig:
     operator_version: str | None = "v1.1.2"
     operator_namespace: str = "milvus-operator"
     operator_delete_seconds: float = 0.3
+    # A deleted PVC keeps kubernetes.io/pvc-protection at least this long (seconds, or a function of
+    # the PVC), as while the pods that mounted it terminate; 0 = only while a live pod mounts it.
+    # For the benchmark's waits.
+    pvc_release_seconds: float | Callable[[Obj], float] = 0.0
 
 
 @dataclass

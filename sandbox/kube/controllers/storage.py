@@ -15,7 +15,9 @@
   ``Bound`` and the PVC gets ``spec.volumeName`` and the bind annotations. A claim of a missing
   class stays Pending with a Warning ``ProvisioningFailed`` Event. A PVC naming a free PV binds it.
 - A deleted PVC keeps its finalizer while a pod that is not being deleted and has not finished
-  mounts it (``spec.volumes[].persistentVolumeClaim.claimName``); then the finalizer goes.
+  mounts it (``spec.volumes[].persistentVolumeClaim.claimName``), and at least
+  ``pvc_release_seconds`` after its deletion (0 by default; the benchmark's slow pod shutdown); then
+  the finalizer goes.
 - Once a PV's claim is gone (or replaced by another uid) the PV is ``Released`` (claimRef kept);
   with reclaim policy ``Delete`` it is then deleted. A PV being deleted keeps its finalizer while
   it is still ``Bound``. A Bound PVC whose PV disappears turns ``Lost``.
@@ -24,6 +26,7 @@
 from __future__ import annotations
 
 import copy
+import time
 
 from sandbox.kube.controllers._base import (
     NODE_NAME,
@@ -96,6 +99,7 @@ class StorageController:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._reported: set[str] = set()  # "<PVC uid>/<reason>" of Events already recorded
+        self._release_at: dict[str, float] = {}  # deleted PVC uid -> when pvc_release_seconds is over
 
     # -- PVCs ------------------------------------------------------------------------------
     def reconcile_claim(self, namespace: str, name: str) -> None:
@@ -104,7 +108,7 @@ class StorageController:
             return
         finalizers = list(pvc["metadata"].get("finalizers") or [])
         if deleting(pvc):
-            if PVC_PROTECTION in finalizers and not self._in_use(namespace, name):
+            if PVC_PROTECTION in finalizers and not self._in_use(namespace, name) and not self._held(pvc):
                 set_finalizers(self.ctx.store, PVC, pvc, [f for f in finalizers if f != PVC_PROTECTION])
             return
         if PVC_PROTECTION not in finalizers:
@@ -119,6 +123,21 @@ class StorageController:
             status = copy.deepcopy(pvc.get("status") or {})
             status["phase"] = "Lost"
             write_status(self.ctx.store, PVC, pvc, status)
+
+    def _held(self, pvc: Obj) -> bool:
+        """Still within ``pvc_release_seconds`` of its deletion: reconcile again when that is over."""
+        config = self.ctx.config.pvc_release_seconds
+        hold = config(pvc) if callable(config) else config
+        if hold <= 0:
+            return False
+        meta = pvc["metadata"]
+        due = self._release_at.setdefault(meta["uid"], time.monotonic() + hold)
+        remaining = due - time.monotonic()
+        if remaining <= 0:
+            self._release_at.pop(meta["uid"], None)
+            return False
+        self.ctx.schedule(remaining, (PVC, meta["namespace"], meta["name"]))
+        return True
 
     def _in_use(self, namespace: str, claim: str) -> bool:
         for pod in self.ctx.store.list("pods", namespace):
