@@ -18,7 +18,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="milvus-pulsar-upgrade-bot",
         description="Slack ChatOps bot for the Milvus 2.5 Pulsar V2 -> V3 upgrade.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{serve,demo}")
+    sub = parser.add_subparsers(dest="command", metavar="{serve,demo,bench}")
     sub.required = True
     serve = sub.add_parser(
         "serve",
@@ -50,10 +50,25 @@ def _parser() -> argparse.ArgumentParser:
         help="rehearse with the pinned real Helm 4 (default, v4.1.4) or Helm 3 (v3.17.3)",
     )
     demo.add_argument("--verbose", action="store_true", help="also print the bot's own log")
+    sub.add_parser(
+        "bench",
+        help="benchmark against the sandbox (from a source checkout; writes BENCHMARKS.md)",
+        add_help=False,
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        if os.path.exists(os.path.join("tests", "bench.py")) and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # the benchmark lives beside the tests of a source checkout
+        try:
+            from tests import bench
+        except ImportError:
+            print("bench: run it in the root of a source checkout (or ./dev bench)", file=sys.stderr)
+            return 2
+        return int(bench.main(argv[1:]))
     args = _parser().parse_args(argv)
     if args.command == "serve":
         try:
