@@ -130,6 +130,10 @@ class Runner:
         with contextlib.suppress(redis.RedisError):
             self.redis.eval(_RELEASE, 1, keys.RUNNER_LEASE, self.instance)
 
+    def has_queued(self, upgrade_id: str) -> bool:
+        """Whether a run of ``upgrade_id`` is queued in the job store."""
+        return self.scheduler.get_job(f"advance:{upgrade_id}") is not None
+
     def schedule(self, upgrade_id: str, delay: float = 0.0) -> None:
         """Queue a run of ``upgrade_id``; an earlier queued run is kept rather than postponed.
 

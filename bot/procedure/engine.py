@@ -152,10 +152,16 @@ class Engine:
         )
 
     def refresh_active(self) -> None:
+        """Every minute on the active runner: keep each active root current, and queue a run for an
+        active upgrade that has none queued (its run was lost, e.g. Redis went away just as it
+        tried to queue it): a safety net, so no upgrade waits for a leadership change to go on."""
         for upgrade_id in self.store.active_ids():
             upgrade = self.store.find(upgrade_id)
             if upgrade is not None and not upgrade.ended:
                 self._refresh_root(upgrade)
+                if not self.runner.has_queued(upgrade_id) and upgrade_id not in self._running:
+                    log.info("no run queued for an active upgrade: queuing one", extra={"upgrade_id": upgrade_id})
+                    self.runner.schedule(upgrade_id)
 
     def stop(self, grace: float = 0.0) -> bool:
         """Stop taking new work, let the steps under way end (up to ``grace`` seconds), then release
@@ -276,7 +282,10 @@ class Engine:
                 exc_info=err,
                 extra={"upgrade_id": upgrade_id},
             )
-            self.runner.schedule(upgrade_id, delay=delay)
+            try:
+                self.runner.schedule(upgrade_id, delay=delay)
+            except Exception as sched_err:  # Redis away too: the minute's safety net queues it again
+                log.warning("cannot queue the retry: %s", type(sched_err).__name__, extra={"upgrade_id": upgrade_id})
             return
         log.error(
             "advancing the upgrade failed %d times; stopping it with Retry",
