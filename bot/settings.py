@@ -134,16 +134,18 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     raise SettingsError(name, f"must be true or false, got {value!r}")
 
 
-def _positive_float(env: Mapping[str, str], name: str, default: float, limit: float = 3600) -> float:
+def _positive_float(
+    env: Mapping[str, str], name: str, default: float, limit: float = 3600, unit: str = "seconds"
+) -> float:
     raw = _get(env, name)
     if raw is None:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(name, f"must be a number of seconds, got {raw!r}") from None
+        raise SettingsError(name, f"must be a number of {unit}, got {raw!r}") from None
     if not 0 < value <= limit:
-        raise SettingsError(name, f"must be between 0 and {limit:g} seconds, got {raw!r}")
+        raise SettingsError(name, f"must be between 0 and {limit:g} {unit}, got {raw!r}")
     return value
 
 
@@ -238,19 +240,6 @@ def _namespaces(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _days(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = _get(env, name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(name, f"must be a number of days, got {raw!r}") from None
-    if not 0 < value <= 3650:
-        raise SettingsError(name, f"must be between 0 and 3650 days, got {raw!r}")
-    return value
-
-
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the configuration from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -287,7 +276,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         reminder_seconds=_positive_float(env, "BOT_REMINDER_SECONDS", 3600.0, 86400),
         channels=_channels(env),
         namespaces=_namespaces(env),
-        audit_retention_days=_days(env, "BOT_AUDIT_RETENTION_DAYS", 90.0),
+        audit_retention_days=_positive_float(env, "BOT_AUDIT_RETENTION_DAYS", 90.0, 3650, "days"),
         shutdown_grace_seconds=_positive_float(env, "BOT_SHUTDOWN_GRACE_SECONDS", 25.0, 3600),
         runner_workers=_count(env, "RUNNER_WORKERS", 32, 256),
     )
