@@ -226,6 +226,16 @@ class HelmError(Exception):
         super().__init__(f"`{' '.join(self.command)}` failed with exit code {exit_code}: {detail}")
 
 
+def _chart_args(release: str, chart: str, values_path: str, version: str | None, repo_url: str | None) -> list[str]:
+    """``RELEASE CHART -f VALUES [--version V] [--repo URL]``: what install and template share."""
+    args = [release, chart, "-f", values_path]
+    if version:
+        args += ["--version", version]
+    if repo_url:
+        args += ["--repo", repo_url]
+    return args
+
+
 _MUTATING = ("install", "upgrade", "uninstall", "rollback", "repo")
 
 
@@ -321,12 +331,7 @@ class HelmCli:
     ) -> str:
         """``helm template`` of exactly what ``install`` would install: the rendered manifest."""
         with values_file(values) as path:
-            args = ["template", release, chart, "-f", path]
-            if version:
-                args += ["--version", version]
-            if repo_url:
-                args += ["--repo", repo_url]
-            return self.run(args, namespace=namespace)
+            return self.run(["template", *_chart_args(release, chart, path, version, repo_url)], namespace=namespace)
 
     def get_values(self, release: str, namespace: str) -> dict[str, Any]:
         """The release's user-supplied values (``helm get values -o json``); none -> ``{}``."""
@@ -378,11 +383,7 @@ class HelmCli:
         """
         with values_file(values) as path:
             args = ["upgrade", "--install", "--reset-values"] if upgrade else ["install"]
-            args += [release, chart, "-f", path]
-            if version:
-                args += ["--version", version]
-            if repo_url:
-                args += ["--repo", repo_url]
+            args += _chart_args(release, chart, path, version, repo_url)
             if wait:
                 args.append("--wait")
             if timeout:
