@@ -7,6 +7,7 @@ per key, so a step that runs twice does not post twice.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,17 @@ class Ctx:
         """Write fields of ``Facts``, ``HelmState`` or ``OperatorState`` (each name belongs to one
         of them) in one atomic record write; an unknown name is a TypeError, never a new key."""
         self.record(lambda u: assign_facts(u, values))
+
+    def deadline(self, key: str, seconds: float) -> float:
+        """When the wait ``key`` gives up (``time.time()``): ``seconds`` from its first run, recorded
+        so a restart keeps it, and started afresh after each Retry click."""
+        attempt = len(self.facts.retries)
+        info = self.facts.deadlines.get(key)
+        if not info or info.get("attempt") != attempt:
+            info = {"attempt": attempt, "at": time.time() + seconds}
+            fresh = info
+            self.record(lambda u: u.facts.deadlines.__setitem__(key, fresh))
+        return float(info["at"])
 
     def say(self, key: str, text: str) -> None:
         """Post ``text`` into the upgrade's thread once for ``key``."""

@@ -53,16 +53,12 @@ def pod_table(pods: dict[str, JSON]) -> str:
 
 
 def wait_ready(ctx: Ctx, pulsar_app: str, key: str) -> Done | Wait:
-    attempt = len(ctx.facts.retries)
-    deadline_info = ctx.facts.deadlines.get(key)
-    if not deadline_info or deadline_info.get("attempt") != attempt:
-        info = deadline_info = {"attempt": attempt, "at": time.time() + ctx.limits.pods_timeout}
-        ctx.record(lambda u: u.facts.deadlines.__setitem__(key, info))
+    deadline = ctx.deadline(key, ctx.limits.pods_timeout)
     groups = expected_groups(ctx, pulsar_app)
     pods, rv = ctx.kube.pods_resource_version(ctx.namespace, "")
     mine = _of_release(ctx, pods)
     if not _complete(mine, groups):
-        remaining = deadline_info["at"] - time.time()
+        remaining = deadline - time.time()
         if remaining <= 0:
             raise StepError(f"not every pod is Ready after {ctx.limits.pods_timeout:g}s", _not_ready_report(ctx, mine))
         mine = _watch(ctx, mine, groups, rv, int(min(ctx.limits.watch_chunk, max(1, remaining))))

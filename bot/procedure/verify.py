@@ -76,13 +76,7 @@ def _still_loading(ctx: Ctx, client: MilvusClient, present: dict[str, set[str]])
 
 
 def _wait_for_load(ctx: Ctx, loading: list[str]) -> Wait:
-    attempt = len(ctx.facts.retries)
-    info = ctx.facts.deadlines.get(LOAD_KEY)
-    if not info or info.get("attempt") != attempt:
-        info = {"attempt": attempt, "at": time.time() + ctx.limits.load_timeout}
-        fresh = info
-        ctx.record(lambda u: u.facts.deadlines.__setitem__(LOAD_KEY, fresh))
-    if time.time() > info["at"]:
+    if time.time() > ctx.deadline(LOAD_KEY, ctx.limits.load_timeout):
         raise StepError(
             f"these collections were loaded before the upgrade and are not loaded again after "
             f"{ctx.limits.load_timeout:g}s: {', '.join(loading)}"
