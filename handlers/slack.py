@@ -268,9 +268,7 @@ async def _answer(deps: Deps, client: AsyncWebClient, cmd: Command, channel: str
 
 def _recent(store: UpgradeStore, limit: int) -> list[Upgrade]:
     """The most recent upgrades, newest first, plus any active one older than that."""
-    ids = store.recent_ids(limit)
-    ids += [i for i in store.active_ids() if i not in ids]
-    return [u for u in (store.find(i) for i in ids) if u is not None]
+    return store.recent(limit)
 
 
 async def _attach_audit(deps: Deps, client: AsyncWebClient, upgrade_id: str) -> str:

@@ -144,6 +144,16 @@ class UpgradeStore:
         except NotFound:
             return None
 
+    def recent(self, limit: int) -> list[Upgrade]:
+        """The ``limit`` most recently started upgrades (newest first), plus every active one
+        older than those, read with one MGET."""
+        ids = self.recent_ids(limit)
+        ids += [i for i in self.active_ids() if i not in ids]
+        if not ids:
+            return []
+        raws = self.redis.mget([keys.upgrade(i) for i in ids])
+        return [Upgrade.from_json(raw) for raw in raws if raw is not None]
+
     def recent_ids(self, limit: int) -> list[str]:
         """The ids of the ``limit`` most recently started upgrades, ended or not (newest first)."""
         members = self.redis.zrevrange(keys.UPGRADES, 0, max(0, limit - 1))

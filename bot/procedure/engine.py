@@ -183,12 +183,8 @@ class Engine:
 
     def metrics_rows(self) -> list[tuple[str, float | None]]:
         """(state word, creation time of its waiting checkpoint) of every active and recent upgrade."""
-        ids = self.store.recent_ids(METRICS_RECENT)
-        ids += [i for i in self.store.active_ids() if i not in ids]
         rows = []
-        for upgrade in (self.store.find(i) for i in ids):
-            if upgrade is None:
-                continue
+        for upgrade in self.store.recent(METRICS_RECENT):
             cp = upgrade.open_checkpoint() if not upgrade.ended else None
             rows.append((reports.state_word(upgrade), cp.created_at if cp is not None else None))
         return rows
