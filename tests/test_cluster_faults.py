@@ -25,8 +25,9 @@ import pytest
 from aiohttp import web
 from kubernetes import client
 
-from bot.cluster.kube import THROTTLED_TRIES, Kube, KubeConflict, KubeTemporary
+from bot.cluster.kube import Kube, KubeConflict, KubeTemporary
 from bot.cluster.milvus import MilvusAuthError, MilvusClient, service_proxy_url
+from bot.cluster.throttle import THROTTLED_TRIES
 from bot.procedure.classify import MAX_RETRY_AFTER, classify, retry_delay
 from bot.procedure.outcome import Temporary
 from sandbox._http import ThreadedServer

@@ -33,6 +33,7 @@ from urllib3.exceptions import MaxRetryError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from bot import audit, metrics
+from bot.cluster.throttle import THROTTLED_TRIES, resend_after
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -154,10 +155,6 @@ def _unreachable(action: str, err: BaseException, timeout: tuple[float, float]) 
     return KubeTemporary(action, 0, f"cannot reach the Kubernetes API: {err}")
 
 
-THROTTLED_TRIES = 5  # a 429 is sent up to this many times in all, as client-go does
-THROTTLED_MAX_WAIT = 10.0  # seconds: a longer Retry-After is left to the engine's retry
-
-
 def _call(action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> JSON:
     """One API call with its (connect, read) timeout; every failure is a KubeError (status 0:
     no answer, e.g. the server did not answer in time: temporary).
@@ -169,9 +166,8 @@ def _call(action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> JSO
         try:
             resp = fn(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
         except ApiException as err:
-            wait = _retry_after(err)
-            wait = 1.0 if wait is None else wait
-            if err.status == 429 and attempt < THROTTLED_TRIES and wait <= THROTTLED_MAX_WAIT:
+            wait = resend_after(err.status or 0, attempt, _retry_after(err))
+            if wait is not None:
                 log.info("%s: throttled (429), again in %gs", action, wait)
                 time.sleep(wait)
                 continue

@@ -42,6 +42,7 @@ from typing import Any
 import httpx
 
 from bot import audit, metrics
+from bot.cluster.throttle import THROTTLED_TRIES, resend_after
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,6 @@ V2_GET_STATS = "/v2/vectordb/collections/get_stats"
 V2_GET_LOAD_STATE = "/v2/vectordb/collections/get_load_state"
 LOADED, LOADING = "LoadStateLoaded", "LoadStateLoading"
 
-THROTTLED_TRIES = 5  # a 429 is sent up to this many times in all
-THROTTLED_MAX_WAIT = 10.0  # seconds: a longer Retry-After is left to the engine's retry
 CODE_NEED_AUTHENTICATE = 1800
 CODE_SERVICE_NOT_READY = 1  # merr.ErrServiceNotReady: passing (a component restarting)
 MGMT_PORT = 9091
@@ -305,9 +304,8 @@ class MilvusClient:
                 resp = self._http.request(method, url, content=content, headers=headers)
             except httpx.TransportError as exc:
                 raise MilvusUnreachable(route, f"{type(exc).__name__}: {exc}", retriable=True) from exc
-            wait = _retry_after(resp)
-            wait = 1.0 if wait is None else wait
-            if resp.status_code != 429 or attempt == THROTTLED_TRIES or wait > THROTTLED_MAX_WAIT:
+            wait = resend_after(resp.status_code, attempt, _retry_after(resp))
+            if wait is None:
                 return resp
             # Throttled (Milvus' rate limit, or the API server's in front of the service proxy): the
             # call was not executed; send it again after Retry-After, as for the Kubernetes API.
