@@ -24,6 +24,8 @@ Behaviours covered:
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -471,3 +473,49 @@ def test_kubernetes_429_in_front_of_milvus_is_resent_then_retriable_after_its_re
         once = MilvusClient(kube.url, kube.url, http=httpx.Client(headers={"X-Test": "once"}))
         assert once.persist("default", []).collections == {}
         assert answers == [429, 200]
+
+
+class _Counting(httpx.BaseTransport):
+    """The real HTTP transport, counting the requests in flight at once."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.HTTPTransport()
+        self._lock = threading.Lock()
+        self.now = self.most = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            resp = self._inner.handle_request(request)
+            resp.read()
+            return resp
+        finally:
+            with self._lock:
+                self.now -= 1
+
+
+def test_state_queries_of_every_database_go_8_at_once_and_no_more(sim: MilvusSim) -> None:
+    for db in ("db1", "db2", "db3"):
+        sim.add_database(db)
+        for i in range(10):
+            sim.add_collection(db, f"c{i}", segments=1)
+    held = sim.hold(r"/api/v1/persist/state$", count=8)
+    counting = _Counting()
+    with httpx.Client(transport=counting, timeout=10) as http:
+        client = MilvusClient(sim.mgmt_url, sim.rest_url, http=http)
+        done: list[Any] = []
+        worker = threading.Thread(target=lambda: done.append(client.flush_all(timeout=30, interval=0.01)))
+        worker.start()
+        deadline = time.monotonic() + 10
+        while held.held < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        try:
+            # eight state queries wait in Milvus at once; every database was persisted before any query
+            assert held.held == 8 and len(sim.calls("persist")) == 3  # "default" has no collection
+        finally:
+            held.release()
+            worker.join(30)
+    assert sim.unflushed() == [] and len(done[0]) == 4
+    assert counting.most == 8  # never more than 8 requests in flight
