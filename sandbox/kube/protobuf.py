@@ -1,7 +1,7 @@
 """Decode Kubernetes protobuf request bodies (``application/vnd.kubernetes.protobuf``).
 
 Why: client-go sends built-in types as protobuf (helm's release Secrets, ``kubectl create
-configmap|secret|namespace``, ``kubectl auth can-i``, DeleteOptions), so the simulated API
+configmap|secret|namespace``, ``kubectl auth can-i`` and ``can-i --list``, DeleteOptions), so the simulated API
 server must read them. Responses stay JSON: every client that sends protobuf also accepts
 ``*/*``.
 
@@ -144,6 +144,11 @@ MESSAGES: dict[str, dict[int, F]] = {
         7: F("name", "string"),
     },
     "NonResourceAttributes": {1: F("path", "string"), 2: F("verb", "string")},
+    "SelfSubjectRulesReview": {
+        1: F("metadata", "ObjectMeta"),
+        2: F("spec", "SelfSubjectRulesReviewSpec"),
+    },
+    "SelfSubjectRulesReviewSpec": {1: F("namespace", "string")},
     "SubjectAccessReviewStatus": {
         1: F("allowed", "bool", keep_zero=True),
         4: F("denied", "bool"),
@@ -160,6 +165,7 @@ KINDS: dict[tuple[str, str], str] = {
     ("v1", "DeleteOptions"): "DeleteOptions",
     ("meta.k8s.io/v1", "DeleteOptions"): "DeleteOptions",
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): "SelfSubjectAccessReview",
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): "SelfSubjectRulesReview",
 }
 
 

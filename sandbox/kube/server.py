@@ -27,8 +27,16 @@ What it serves, as the real API server does:
 - write options: ``dryRun=All`` (everything checked, nothing stored, no events),
   ``fieldValidation`` Strict (400 on unknown fields) / Warn (default, ``Warning`` headers) /
   Ignore, ``fieldManager`` (recorded in ``metadata.managedFields``), ``force`` for apply;
-- ``SelfSubjectAccessReview`` answered from a deny list that the server also enforces (403
-  with the real message), bearer-token authentication (401 without it);
+- authorization: by default everything is allowed but a deny list (``deny``); with
+  ``enforce_rbac`` the Roles, ClusterRoles and bindings in the store decide, as the real RBAC
+  authorizer does (``sandbox.kube.rbac``: the default bootstrap policy, aggregated ClusterRoles,
+  escalation prevention on writing Roles and bindings), the deny list still applying on top;
+  a refusal is a 403 with the real message. ``SelfSubjectAccessReview`` and
+  ``SelfSubjectRulesReview`` answer from that same state (a rules review of a namespace lists
+  exactly what is allowed there; without ``spec.namespace`` it is a 400, as for real);
+- bearer-token authentication (401 without a known token): the server's own token is
+  ``user`` in ``system:masters`` (a cluster admin); ``add_token`` adds other identities, e.g.
+  a ServiceAccount's (``rbac.service_account``) for a client whose RBAC is to be enforced;
 - the service proxy (``/api/v1/namespaces/<ns>/services/[http:]<name>[:<port>]/proxy/...``)
   forwarding to backends registered per service port (404 / 503 like the real one);
 - fault injection (answer the next N matching requests with an error Status, or hang then 504;
@@ -64,11 +72,13 @@ import yaml
 from aiohttp import web
 
 from sandbox._http import ThreadedServer
-from sandbox.kube import crds, discovery, managed, openapi, protobuf, tables
+from sandbox.kube import crds, discovery, managed, openapi, protobuf, rbac, tables
+from sandbox.kube.rbac import Attributes, Identity
 from sandbox.kube.store import (
     RESOURCES,
     ApiError,
     Event,
+    Manage,
     ResourceType,
     Store,
     bad_request,
@@ -109,6 +119,15 @@ _TOO_OLD_CONTINUE = (
     "that were created, modified, or deleted between the time the first chunk was returned and now may show "
     "up in the list."
 )
+_REVIEWS = ("selfsubjectaccessreviews.authorization.k8s.io", "selfsubjectrulesreviews.authorization.k8s.io")
+_RBAC_WRITABLE = {
+    "roles.rbac.authorization.k8s.io",
+    "clusterroles.rbac.authorization.k8s.io",
+    "rolebindings.rbac.authorization.k8s.io",
+    "clusterrolebindings.rbac.authorization.k8s.io",
+}
+_IDENTITY = web.RequestKey("identity", Identity)  # who the request's token authenticates as
+_ADMIN_REASON = 'RBAC: allowed by ClusterRoleBinding "sandbox-admin" of ClusterRole "cluster-admin" to User "{user}"'
 _BY_PATH: dict[tuple[str, str, str], ResourceType] = {
     (rt.group, rt.version, rt.plural): rt for rt in RESOURCES.values()
 }
@@ -127,6 +146,7 @@ class RequestRecord:
     time: float
     content_type: str = ""
     raw: bytes = b""  # the request body as sent (e.g. protobuf bytes)
+    user: str = ""  # who its bearer token authenticated as ('' when it did not, or none was needed)
 
 
 @dataclass
@@ -214,6 +234,8 @@ class KubeApiServer:
         self.store = store if store is not None else Store()
         self.token = token
         self.user = user
+        self._identities: dict[str, Identity] = {token: Identity(user, (rbac.MASTERS, rbac.AUTHENTICATED))}
+        self._rbac: rbac.Rbac | None = None  # set by enforce_rbac
         self.requests: list[RequestRecord] = []
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
@@ -267,8 +289,11 @@ class KubeApiServer:
         """A client ``SSLContext`` that trusts this server (e.g. ``httpx.Client(verify=...)``)."""
         return self.cert.client_context()
 
-    def write_kubeconfig(self, path: str, context: str = "sandbox", namespace: str = "default") -> str:
-        """Write a standard kubeconfig for this server and token; return the path."""
+    def write_kubeconfig(
+        self, path: str, context: str = "sandbox", namespace: str = "default", token: str | None = None
+    ) -> str:
+        """Write a standard kubeconfig for this server and ``token`` (default: the server's own,
+        an admin's); return the path."""
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -282,7 +307,7 @@ class KubeApiServer:
                     },
                 }
             ],
-            "users": [{"name": f"{context}-user", "user": {"token": self.token}}],
+            "users": [{"name": f"{context}-user", "user": {"token": token or self.token}}],
             "contexts": [
                 {
                     "name": context,
@@ -359,6 +384,41 @@ class KubeApiServer:
         with self._lock:
             self._denies.clear()
 
+    def add_token(self, token: str, user: str, groups: tuple[str, ...] | list[str] = ()) -> Identity:
+        """Accept ``token`` as ``user`` in ``groups`` (``system:authenticated`` is added, as every
+        authenticator adds it). A ServiceAccount: ``add_token(t, *rbac.service_account(ns, n))``."""
+        all_groups = tuple(groups) + (() if rbac.AUTHENTICATED in groups else (rbac.AUTHENTICATED,))
+        who = Identity(user, all_groups)
+        with self._lock:
+            self._identities[token] = who
+        return who
+
+    def enforce_rbac(
+        self, user: str | None = None, groups: tuple[str, ...] | list[str] = (), *, token: str | None = None
+    ) -> None:
+        """From now on authorize every request by RBAC, from the RBAC objects in the store.
+
+        The default policy (cluster-admin for ``system:masters``, system:basic-user,
+        system:discovery and system:public-info-viewer for ``system:authenticated``) is created
+        if missing. With ``user``, ``token`` (default: the server's own) authenticates as that
+        user in ``groups`` instead of as an admin. Identities in ``system:masters`` keep every
+        right (the cluster-admin binding). The deny list still applies on top."""
+        for key, obj in rbac.bootstrap_policy():
+            if self.store.try_get(key, None, obj["metadata"]["name"]) is None:
+                with contextlib.suppress(ApiError):  # created meanwhile
+                    self.store.create(key, obj)
+        if user is not None:
+            self.add_token(token or self.token, user, groups)
+            if (token or self.token) == self.token:
+                self.user = user
+        with self._lock:
+            self._rbac = rbac.Rbac(self.store)
+
+    def relax_rbac(self) -> None:
+        """Back to allow-all (but the deny list)."""
+        with self._lock:
+            self._rbac = None
+
     def register_service_backend(self, namespace: str, service: str, port: int, url: str) -> None:
         """Route the service proxy for ``namespace/service:port`` to ``url`` (e.g. a ThreadedServer)."""
         with self._lock:
@@ -399,8 +459,11 @@ class KubeApiServer:
             return web.Response(text="ok", content_type="text/plain")
         if path.rstrip("/") == "/version":  # public, like system:public-info-viewer
             return _json_response(dict(discovery.SERVER_VERSION))
-        self._authenticate(request)
+        who = self._authenticate(request)
+        record.user = who.user
         await self._maybe_fault(request)
+        if not _is_resource_path(path):
+            self._authorize_path(who, request.method, path)
         if path.rstrip("/") == "/openapi/v3" or path.startswith("/openapi/v3/"):
             return _openapi_v3(path)
         doc = self._discovery(path, request)
@@ -413,11 +476,15 @@ class KubeApiServer:
         target = _parse_target(group, version, rest)
         return await self._serve_resource(request, raw, target, record)
 
-    def _authenticate(self, request: web.Request) -> None:
+    def _authenticate(self, request: web.Request) -> Identity:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or token.strip() != self.token:
+        with self._lock:
+            who = self._identities.get(token.strip()) if scheme.lower() == "bearer" else None
+        if who is None:
             raise ApiError(401, "Unauthorized", "Unauthorized")
+        request[_IDENTITY] = who
+        return who
 
     async def _maybe_fault(self, request: web.Request) -> None:
         method, path = request.method, request.path
@@ -474,11 +541,45 @@ class KubeApiServer:
                 return True
         return False
 
-    def _authorize(self, verb: str, rt: ResourceType, resource: str, namespace: str | None, name: str | None) -> None:
-        if not self._denied(verb, rt.group, resource, namespace, rt.namespaced):
+    def _enforcer(self) -> rbac.Rbac | None:
+        with self._lock:
+            return self._rbac
+
+    def _decide(
+        self,
+        who: Identity,
+        verb: str,
+        group: str,
+        resource: str,
+        namespace: str | None,
+        name: str | None,
+        namespaced: bool,
+    ) -> tuple[bool, str]:
+        """(allowed, reason): the deny list, then RBAC when enforced (else everything is allowed)."""
+        if self._denied(verb, group, resource, namespace, namespaced):
+            return False, ""
+        enforcer = self._enforcer()
+        if enforcer is None:
+            return True, _ADMIN_REASON.format(user=who.user)
+        plural, _, sub = resource.partition("/")
+        return enforcer.authorize(who, Attributes(verb, group, plural, sub, namespace or "", name or ""))
+
+    def _authorize(
+        self,
+        who: Identity,
+        verb: str,
+        rt: ResourceType,
+        resource: str,
+        namespace: str | None,
+        name: str | None,
+    ) -> None:
+        allowed, reason = self._decide(who, verb, rt.group, resource, namespace, name, rt.namespaced)
+        if allowed:
             return
         scope = f'in the namespace "{namespace}"' if rt.namespaced and namespace else "at the cluster scope"
-        why = f'User "{self.user}" cannot {verb} resource "{resource}" in API group "{rt.group}" {scope}'
+        why = f'User "{who.user}" cannot {verb} resource "{resource}" in API group "{rt.group}" {scope}'
+        if reason:
+            why = f"{why}: {reason}"
         qualified = resource if not rt.group else f"{resource.split('/')[0]}.{rt.group}"
         if "/" in resource and rt.group:
             qualified = f"{qualified}/{resource.split('/', 1)[1]}"
@@ -489,12 +590,40 @@ class KubeApiServer:
         details["kind"] = resource.split("/")[0]
         raise ApiError(403, "Forbidden", f"{subject} is forbidden: {why}", details)
 
-    def _access_review(self, body: Any) -> web.Response:
+    def _authorize_path(self, who: Identity, method: str, path: str) -> None:
+        """A non-resource request (discovery, OpenAPI): only RBAC, when enforced, decides."""
+        enforcer = self._enforcer()
+        if enforcer is None:
+            return
+        verb = method.lower()
+        allowed, reason = enforcer.authorize(who, Attributes(verb, path=path, resource_request=False))
+        if not allowed:
+            why = f'User "{who.user}" cannot {verb} path "{path}"' + (f": {reason}" if reason else "")
+            raise ApiError(403, "Forbidden", f"forbidden: {why}", {})
+
+    def _authorize_review(self, who: Identity, rt: ResourceType) -> None:
+        """Creating an access or rules review: allowed to every user (system:basic-user); under
+        RBAC, as that binding (or its absence) decides. The deny list never applies."""
+        enforcer = self._enforcer()
+        if enforcer is None:
+            return
+        allowed, reason = enforcer.authorize(who, Attributes("create", rt.group, rt.plural))
+        if not allowed:
+            why = (
+                f'User "{who.user}" cannot create resource "{rt.plural}" in API group "{rt.group}" at the cluster scope'
+            )
+            why += f": {reason}" if reason else ""
+            raise ApiError(
+                403, "Forbidden", f"{rt.plural}.{rt.group} is forbidden: {why}", {"group": rt.group, "kind": rt.plural}
+            )
+
+    def _access_review(self, who: Identity, body: Any) -> web.Response:
         if not isinstance(body, dict):
             raise bad_request("couldn't get version/kind; json parse error: expected a JSON object")
         spec = body.get("spec") or {}
         attrs = spec.get("resourceAttributes")
-        allowed = True
+        non_resource = spec.get("nonResourceAttributes")
+        allowed, reason = True, ""
         if isinstance(attrs, dict):
             resource = str(attrs.get("resource", ""))
             if attrs.get("subresource"):
@@ -505,15 +634,23 @@ class KubeApiServer:
                 None,
             )
             namespaced = rt.namespaced if rt is not None else True
-            allowed = not self._denied(
-                str(attrs.get("verb", "")), group, resource, attrs.get("namespace") or None, namespaced
+            allowed, reason = self._decide(
+                who,
+                str(attrs.get("verb", "")),
+                group,
+                resource,
+                attrs.get("namespace") or None,
+                attrs.get("name") or None,
+                namespaced,
             )
+        elif isinstance(non_resource, dict) and (enforcer := self._enforcer()) is not None:
+            verb, path = str(non_resource.get("verb", "")), str(non_resource.get("path", ""))
+            allowed, reason = enforcer.authorize(who, Attributes(verb, path=path, resource_request=False))
+        elif self._enforcer() is None:
+            reason = _ADMIN_REASON.format(user=who.user)
         status: dict[str, Any] = {"allowed": allowed}
-        if allowed:
-            status["reason"] = (
-                f'RBAC: allowed by ClusterRoleBinding "sandbox-admin" of ClusterRole "cluster-admin" '
-                f'to User "{self.user}"'
-            )
+        if reason:
+            status["reason"] = reason
         out = {
             "kind": "SelfSubjectAccessReview",
             "apiVersion": "authorization.k8s.io/v1",
@@ -523,6 +660,148 @@ class KubeApiServer:
         }
         return _json_response(out, 201)
 
+    def _rules_review(self, who: Identity, body: Any) -> web.Response:
+        """SelfSubjectRulesReview (pkg/registry/authorization/selfsubjectrulesreview): the rules
+        that apply to ``who`` in ``spec.namespace``; the answer carries no spec."""
+        if not isinstance(body, dict):
+            raise bad_request("couldn't get version/kind; json parse error: expected a JSON object")
+        spec = body.get("spec") or {}
+        namespace = spec.get("namespace") if isinstance(spec, dict) else None
+        if not namespace:
+            raise bad_request("no namespace on request")
+        rules, errors = self._rules_in(who, str(namespace))
+        status: dict[str, Any] = {
+            "resourceRules": [_resource_rule(r) for r in rules if r.get("resources")],
+            "nonResourceRules": [
+                {"verbs": list(r.get("verbs") or []), "nonResourceURLs": list(r["nonResourceURLs"])}
+                for r in rules
+                if r.get("nonResourceURLs")
+            ],
+            "incomplete": False,
+        }
+        if errors:
+            status["evaluationError"] = rbac.aggregate(errors)
+        out = {
+            "kind": "SelfSubjectRulesReview",
+            "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "spec": {},
+            "status": status,
+        }
+        return _json_response(out, 201)
+
+    def _rules_in(self, who: Identity, namespace: str) -> tuple[list[rbac.Rule], list[str]]:
+        """(the rules that hold for ``who`` in ``namespace``, RBAC resolution errors).
+
+        Without a deny applying there: RBAC's rules as they are (allow-all: cluster-admin's, plus
+        the default grants every user has). With one: every served resource and subresource
+        listed explicitly with the verbs still allowed (rules are allow-only, so nothing denied
+        may appear in them)."""
+        enforcer = self._enforcer()
+        if enforcer is None:
+            rules: list[rbac.Rule] = [
+                {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]},
+                {"verbs": ["*"], "nonResourceURLs": ["*"]},
+                *rbac.BASIC_USER_RULES,
+                *rbac.DISCOVERY_RULES,
+                *rbac.PUBLIC_INFO_RULES,
+            ]
+            errors: list[str] = []
+        else:
+            rules, errors = enforcer.rules_for(who, namespace)
+        with self._lock:
+            applying = [d for d in self._denies if d.namespace in (None, namespace)]
+        if not applying:
+            return [copy.deepcopy(r) for r in rules], errors
+        return self._explicit_rules(rules, applying, namespace), errors
+
+    def _explicit_rules(self, rules: list[rbac.Rule], applying: list[_Deny], namespace: str) -> list[rbac.Rule]:
+        """``rules`` minus what the deny list takes away in ``namespace``, spelled out per served
+        resource (grouped by API group and verb set)."""
+        simple = [r for r in rules if r.get("resources") and not r.get("resourceNames")]
+
+        def allowed(verb: str, rt: ResourceType, resource: str) -> bool:
+            plural, _, sub = resource.partition("/")
+            ns = namespace if rt.namespaced else None
+            if rt.key not in _REVIEWS and self._denied(verb, rt.group, resource, ns, rt.namespaced):
+                return False
+            attrs = Attributes(verb, rt.group, plural, sub, ns or "")
+            return any(rbac.rule_allows(r, attrs) for r in simple)
+
+        out: list[rbac.Rule] = []
+        by_group: dict[str, dict[tuple[str, ...], list[str]]] = {}
+        for rt, resource, verbs in _served_resources():
+            ok = tuple(sorted(v for v in verbs if allowed(v, rt, resource)))
+            if ok:
+                by_group.setdefault(rt.group, {}).setdefault(ok, []).append(resource)
+        for group, sets in by_group.items():
+            for verbs, resources in sets.items():
+                out.append({"verbs": list(verbs), "apiGroups": [group], "resources": sorted(resources)})
+        for r in rules:  # rules naming objects: kept without any verb a deny could touch
+            if r.get("resourceNames") and r.get("resources"):
+                kept = [v for v in r.get("verbs") or [] if not _deny_may_touch(applying, v, r)]
+                if kept:
+                    out.append({**copy.deepcopy(r), "verbs": kept})
+            elif r.get("nonResourceURLs"):
+                out.append(copy.deepcopy(r))
+        return out
+
+    def _guarded(self, request: web.Request, rt: ResourceType, namespace: str | None, hook: Manage) -> Manage:
+        """``hook`` (a store ``manage`` callback), preceded by the escalation check of the object
+        about to be written when one applies (a refusal raised there writes nothing)."""
+        guard = self._escalation_guard(request[_IDENTITY], rt, namespace)
+        if guard is None:
+            return hook
+
+        def run(old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+            guard(new)
+            hook(old, new)
+
+        return run
+
+    def _escalation_guard(
+        self, who: Identity, rt: ResourceType, namespace: str | None
+    ) -> Callable[[dict[str, Any]], None] | None:
+        """RBAC escalation prevention (pkg/registry/rbac/*/policybased) for writing ``rt``: a
+        check of the object about to be stored, or None when nothing is to be checked."""
+        enforcer = self._enforcer()
+        if rt.key not in _RBAC_WRITABLE or enforcer is None or who.privileged:
+            return None
+        ns = namespace or ""
+
+        def check(obj: dict[str, Any]) -> None:
+            name = (obj.get("metadata") or {}).get("name", "")
+            if rt.kind in ("Role", "ClusterRole"):
+                if self._decide(who, "escalate", rt.group, rt.plural, namespace, name, rt.namespaced)[0]:
+                    return
+                granted = list(obj.get("rules") or [])
+            else:
+                ref = obj.get("roleRef") or {}
+                bound = {"Role": "roles", "ClusterRole": "clusterroles"}.get(str(ref.get("kind")))
+                if (
+                    bound
+                    and self._decide(
+                        who, "bind", str(ref.get("apiGroup", "")), bound, namespace, str(ref.get("name", "")), bool(ns)
+                    )[0]
+                ):
+                    return
+                try:
+                    granted = enforcer.role_ref_rules(ref, ns)
+                except rbac.RoleNotFound as exc:
+                    raise ApiError(
+                        404, "NotFound", str(exc), {"name": exc.name, "group": rbac.GROUP, "kind": exc.kind}
+                    ) from None
+            error = enforcer.escalation_error(who, ns, granted)
+            if error is not None:
+                raise ApiError(
+                    403,
+                    "Forbidden",
+                    f'{rt.plural}.{rt.group} "{name}" is forbidden: {error}',
+                    {"name": name, "group": rt.group, "kind": rt.plural},
+                )
+
+        return check
+
     # ---- resources ----
 
     async def _serve_resource(
@@ -531,10 +810,15 @@ class KubeApiServer:
         verb = _verb(request, target)
         if verb not in target.rt.verbs:
             raise method_not_allowed()
-        if target.rt.key == "selfsubjectaccessreviews.authorization.k8s.io":
-            return self._access_review(_parse_body(request, raw))  # always allowed, as for system:basic-user
+        who: Identity = request[_IDENTITY]
+        if target.rt.key in _REVIEWS:
+            self._authorize_review(who, target.rt)  # allowed to everyone, as system:basic-user is
+            body = _parse_body(request, raw)
+            if target.rt.plural == "selfsubjectaccessreviews":
+                return self._access_review(who, body)
+            return self._rules_review(who, body)
         resource = target.rt.plural + (f"/{target.subresource}" if target.subresource else "")
-        self._authorize(verb, target.rt, resource, target.namespace, target.name)
+        self._authorize(who, verb, target.rt, resource, target.namespace, target.name)
         if verb == "watch":
             return await self._watch(request, target, record)
         if verb == "list":
@@ -567,8 +851,10 @@ class KubeApiServer:
         manager = opts.manager
         sub = target.subresource
 
-        def track(old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        def record(old: dict[str, Any] | None, new: dict[str, Any]) -> None:
             managed.record_update(old, new, manager, sub)
+
+        track = self._guarded(request, rt, target.namespace, record)
 
         if verb == "create":
             body = _parse_body(request, raw)
@@ -638,8 +924,10 @@ class KubeApiServer:
             merged = managed.apply(live, config, opts.field_manager, force=opts.force, subresource=target.subresource)
             fields_entries = merged["metadata"].get("managedFields")
 
-            def keep(_old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+            def keep_fields(_old: dict[str, Any] | None, new: dict[str, Any]) -> None:
                 new["metadata"]["managedFields"] = copy.deepcopy(fields_entries)
+
+            keep = self._guarded(request, rt, target.namespace, keep_fields)
 
             if live is None:
                 return self.store.create(rt.key, merged, target.namespace, manage=keep, dry_run=opts.dry_run), 201
@@ -868,7 +1156,7 @@ class KubeApiServer:
         namespace, svc_part = rest[1], rest[3]
         services = RESOURCES["services"]
         verb = _METHOD_VERBS.get(request.method, "get")
-        self._authorize(verb, services, "services/proxy", namespace, svc_part)
+        self._authorize(request[_IDENTITY], verb, services, "services/proxy", namespace, svc_part)
         name, port_spec = _split_service(svc_part)
         svc = self.store.try_get("services", namespace, name)
         if svc is None:
@@ -1136,6 +1424,50 @@ def _openapi_v3(path: str) -> web.Response:
         raise not_found_path()
     headers = {"Cache-Control": "public, immutable", "Etag": f'"{openapi.document_hash(group, version)}"'}
     return web.Response(body=doc, content_type=JSON, headers=headers)
+
+
+def _is_resource_path(path: str) -> bool:
+    """As the real RequestInfo resolver: ``/api/<v>/<resource>...`` and ``/apis/<g>/<v>/<resource>...``
+    are resource requests; everything else (discovery, OpenAPI, ...) is a non-resource URL."""
+    parts = path.strip("/").split("/")
+    return (parts[0] == "api" and len(parts) >= 3) or (parts[0] == "apis" and len(parts) >= 4)
+
+
+def _served_resources() -> list[tuple[ResourceType, str, tuple[str, ...]]]:
+    """(type, resource or resource/subresource, verbs) for everything the server serves and
+    authorizes (roles and clusterroles also ``bind`` and ``escalate``, as RBAC checks them)."""
+    out: list[tuple[ResourceType, str, tuple[str, ...]]] = []
+    for rt in RESOURCES.values():
+        verbs = rt.verbs
+        if rt.key in ("roles.rbac.authorization.k8s.io", "clusterroles.rbac.authorization.k8s.io"):
+            verbs = (*verbs, "bind", "escalate")
+        out.append((rt, rt.plural, verbs))
+        if rt.status_subresource:
+            out.append((rt, f"{rt.plural}/status", ("get", "patch", "update")))
+        if rt.key in SCALABLE:
+            out.append((rt, f"{rt.plural}/scale", ("get", "patch", "update")))
+        if rt.key == "services":
+            out.append((rt, "services/proxy", ("create", "delete", "get", "patch", "update")))
+    return out
+
+
+def _deny_may_touch(denies: list[_Deny], verb: str, rule: dict[str, Any]) -> bool:
+    groups, resources = rule.get("apiGroups") or [], rule.get("resources") or []
+    return any(
+        d.verb in ("*", verb)
+        and (d.group == "*" or "*" in groups or d.group in groups)
+        and (d.resource == "*" or "*" in resources or d.resource in resources or "/" in d.resource)
+        for d in denies
+    )
+
+
+def _resource_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """authorizationv1.ResourceRule: verbs, and apiGroups/resources/resourceNames when set."""
+    out: dict[str, Any] = {"verbs": list(rule.get("verbs") or [])}
+    for key in ("apiGroups", "resources", "resourceNames"):
+        if rule.get(key):
+            out[key] = list(rule[key])
+    return out
 
 
 def _raise(exc: ApiError) -> dict[str, Any]:

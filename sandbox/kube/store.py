@@ -168,6 +168,8 @@ _RESOURCE_LIST: list[ResourceType] = [
     _rt("milvus.io", "v1beta1", "milvuses", "Milvus", True, ("mi",), status_subresource=True, crd=True),
     _rt("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False,
         verbs=("create",)),
+    _rt("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", False,
+        verbs=("create",)),
 ]  # fmt: skip
 
 RESOURCES: dict[str, ResourceType] = {rt.key: rt for rt in _RESOURCE_LIST}
