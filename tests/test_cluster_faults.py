@@ -169,10 +169,10 @@ def test_milvus_token_reaches_both_ports_of_an_authenticating_milvus(
     ("method", "path", "call"),
     [
         ("GET", r"/persistentvolumeclaims$", lambda k: k.list_pvcs("default", "app=pulsar")),
-        ("GET", r"/persistentvolumes/pv-1$", lambda k: k.get_pv("pv-1")),
+        ("GET", r"/persistentvolumes$", lambda k: k.list_pvs()),
         ("DELETE", r"/persistentvolumeclaims/data-0$", lambda k: k.delete_pvc("default", "data-0")),
     ],
-    ids=["list", "get", "delete"],
+    ids=["list", "list-cluster", "delete"],
 )
 def test_a_hung_call_is_a_temporary_error_in_bounded_time(
     apiserver: tuple[KubeApiServer, Kube], method: str, path: str, call: Any

@@ -308,3 +308,27 @@ def test_unknown_pinned_chart_is_refused_at_preflight(world: World, make_bot: Ca
     refusal = alice.thread()[1].text
     assert "cannot read chart zilliztech/milvus 4.9.99" in refusal
     assert _release(world).status == "deployed"
+
+
+def test_pvcs_that_take_seconds_to_go_are_watched_and_deleted_once(
+    world: World, slack: SlackClient, bot: BotProcess
+) -> None:
+    """A PVC stays Terminating while its pod shuts down (here 2 s): the bot sends each DELETE once
+    and follows the claims through a watch, not by listing them again every poll (0.2 s here)."""
+    world.cluster.config.pvc_release_seconds = 2.0
+    alice = Person(world, slack)
+    _to_pvc_list(alice)
+    world.kube.clear_requests()
+    alice.approve("pvc_list")
+    alice.checkpoint("reinstall")
+    bots = [r for r in world.kube.requests if r.user_agent.startswith("OpenAPI-Generator")]
+    v2 = "app=pulsar,release=my-release"
+    claims = [r for r in bots if r.path == "/api/v1/namespaces/default/persistentvolumeclaims"]
+    watches = [r for r in claims if r.query.get("watch") == "true" and r.query.get("labelSelector") == v2]
+    lists = [r for r in claims if r.query.get("watch") != "true" and r.query.get("labelSelector") == v2]
+    deletes = [r for r in bots if r.method == "DELETE" and "/persistentvolumeclaims/" in r.path]
+    assert len(deletes) == 9 and len({r.path for r in deletes}) == 9  # each once, none again while terminating
+    assert watches, "the PVCs were not watched"
+    # the checkpoint's re-check, the list the watch starts from, and no more (a 0.2 s poll: ~10)
+    assert len(lists) <= 3, [r.time for r in lists]
+    assert world.pvcs("default", v2) == []

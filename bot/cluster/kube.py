@@ -318,15 +318,18 @@ class Kube:
         return _call("list secrets", self.core.list_namespaced_secret, namespace, label_selector=selector)["items"]
 
     def list_pvcs(self, namespace: str, selector: str) -> list[JSON]:
-        return _call(
-            "list persistentvolumeclaims",
-            self.core.list_namespaced_persistent_volume_claim,
-            namespace,
-            label_selector=selector,
-        )["items"]
+        return self.pvcs_resource_version(namespace, selector)[0]
 
-    def get_pv(self, name: str) -> JSON | None:
-        return _unless_missing("get persistentvolume", self.core.read_persistent_volume, name)
+    def pvcs_resource_version(self, namespace: str, selector: str) -> tuple[list[JSON], str]:
+        """The PVCs with ``selector``, and the list's resourceVersion (to watch from)."""
+        fn = self.core.list_namespaced_persistent_volume_claim
+        data = _call("list persistentvolumeclaims", fn, namespace, label_selector=selector)
+        return data["items"], data["metadata"].get("resourceVersion", "")
+
+    def list_pvs(self) -> dict[str, JSON]:
+        """Every PV by name: one LIST, not a GET per PV (PVs have no field to select by claim)."""
+        items = _call("list persistentvolumes", self.core.list_persistent_volume)["items"]
+        return {pv["metadata"]["name"]: pv for pv in items}
 
     def list_pods(self, namespace: str, selector: str) -> list[JSON]:
         return _call("list pods", self.core.list_namespaced_pod, namespace, label_selector=selector)["items"]
@@ -418,6 +421,11 @@ class Kube:
         or repeated failures end the watch quietly, and the caller lists again."""
         fn = self.core.list_namespaced_pod
         yield from _watch("pod", fn, (namespace,), {"label_selector": selector}, resource_version, seconds)
+
+    def watch_pvcs(self, namespace: str, selector: str, resource_version: str, seconds: int) -> Iterator[JSON]:
+        """Raw watch events of the PVCs with ``selector`` (as ``watch_pods``)."""
+        fn = self.core.list_namespaced_persistent_volume_claim
+        yield from _watch("pvc", fn, (namespace,), {"label_selector": selector}, resource_version, seconds)
 
     # --- Milvus resources (milvuses.milvus.io/v1beta1) and the operator ----------------------
     def get_milvus(self, namespace: str, name: str) -> JSON | None:

@@ -73,6 +73,7 @@ def describe_pvc(pvc: JSON) -> JSON:
         "size": dig(spec, "resources", "requests", "storage") or dig(pvc, "status", "capacity", "storage") or "?",
         "storage_class": spec.get("storageClassName") or "(default)",
         "volume": spec.get("volumeName") or "",
+        "deleting": bool(meta.get("deletionTimestamp")),
     }
 
 

@@ -33,7 +33,7 @@ from bot.procedure.shared import (
     row_counts,
     write_backup,
 )
-from bot.procedure.volumes import delete_bound_pvs, list_volumes, volumes_text
+from bot.procedure.volumes import delete_bound_pvs, list_volumes, volumes_text, wait_pvcs_gone
 from state.model import APPROVED, Upgrade, now
 
 JSON = dict[str, Any]
@@ -299,12 +299,12 @@ def _after_gone(ctx: Ctx) -> Done | Wait:
     cp = ctx.upgrade.latest_checkpoint("pvc_list")
     assert cp is not None
     approved = {p["name"] for p in cp.target["pvcs"]}
-    pulsar = ctx.kube.list_pvcs(ctx.namespace, ctx.path.pulsar_v2_selector(ctx.release))
-    left = [p["metadata"]["name"] for p in pulsar if p["metadata"]["name"] in approved]
+    deadline = (ctx.upgrade.operator.cr_delete_started or time.time()) + ctx.limits.pvc_gone_timeout
+    left = wait_pvcs_gone(ctx, approved, deadline)
     if left:
-        if time.time() > (ctx.upgrade.operator.cr_delete_started or time.time()) + ctx.limits.pvc_gone_timeout:
+        if time.time() > deadline:
             raise StepError(f"the operator did not delete these Pulsar PVCs: {', '.join(left)}")
-        return Wait(min(1.0, ctx.settings.poll_interval_seconds), f"waiting for {len(left)} Pulsar PVCs to go")
+        return Wait(0, f"waiting for {len(left)} Pulsar PVCs to go")
     kept_before = {p["name"]: p["uid"] for p in ctx.upgrade.operator.kept_pvcs}
     kept_now = {p["name"]: p["uid"] for p in list_kept(ctx)}
     lost = [n for n, uid in kept_before.items() if kept_now.get(n) != uid]

@@ -51,7 +51,7 @@ def row_counts(ctx: Ctx, databases: dict[str, list[str]]) -> dict[str, dict[str,
 
 def _common_checks(ns: str) -> list[AccessCheck]:
     checks = [AccessCheck(v, "secrets", ns) for v in ("get", "create", "update")]
-    checks += [AccessCheck(v, "persistentvolumes", None) for v in ("get", "delete")]
+    checks += [AccessCheck(v, "persistentvolumes", None) for v in ("list", "delete")]
     checks += [AccessCheck(v, "pods", ns) for v in ("list", "watch")]
     checks += [AccessCheck("get", "services/proxy", ns)]
     return checks
@@ -59,7 +59,7 @@ def _common_checks(ns: str) -> list[AccessCheck]:
 
 def helm_access_checks(ns: str) -> list[AccessCheck]:
     checks = [AccessCheck(v, "secrets", ns) for v in ("get", "list", "create", "delete")]
-    checks += [AccessCheck(v, "persistentvolumeclaims", ns) for v in ("list", "get", "delete")]
+    checks += [AccessCheck(v, "persistentvolumeclaims", ns) for v in ("list", "watch", "get", "delete")]
     checks += [AccessCheck(v, r, ns, "apps") for r in ("deployments", "statefulsets") for v in ("create", "delete")]
     checks += [AccessCheck(v, "services", ns) for v in ("create", "delete")]
     return checks + _common_checks(ns)
@@ -69,7 +69,7 @@ def operator_access_checks(ns: str) -> list[AccessCheck]:
     verbs = ("get", "list", "watch", "patch", "delete", "create")
     checks = [AccessCheck(v, "milvuses", ns, "milvus.io") for v in verbs]
     checks += [AccessCheck("list", "deployments", None, "apps")]
-    checks += [AccessCheck(v, "persistentvolumeclaims", ns) for v in ("list", "get")]
+    checks += [AccessCheck(v, "persistentvolumeclaims", ns) for v in ("list", "watch", "get")]
     return checks + _common_checks(ns)
 
 

@@ -35,12 +35,9 @@ def helm_pulsar_selector(release: str, v3: bool = False) -> str:
 def list_volumes(ctx: Ctx) -> tuple[list[JSON], list[JSON]]:
     """(PVCs, PVs) of Pulsar V2 in the upgrade's namespace only."""
     pvcs = [describe_pvc(p) for p in ctx.kube.list_pvcs(ctx.namespace, ctx.path.pulsar_v2_selector(ctx.release))]
-    pvs = []
-    for pvc in pvcs:
-        if pvc["volume"]:
-            pv = ctx.kube.get_pv(pvc["volume"])
-            if pv is not None:
-                pvs.append(describe_pv(pv))
+    bound = {p["volume"] for p in pvcs if p["volume"]}
+    live = ctx.kube.list_pvs() if bound else {}
+    pvs = [describe_pv(live[name]) for name in bound if name in live]
     return sorted(pvcs, key=lambda p: p["name"]), sorted(pvs, key=lambda p: p["name"])
 
 
@@ -64,6 +61,7 @@ def delete_pvcs(ctx: Ctx) -> Done | Ask | Wait:
         return Done(done)
     pvcs, pvs = list_volumes(ctx)
     current = {p["name"] for p in pvcs}
+    terminating = {p["name"] for p in pvcs if p.get("deleting")}
     cp = ctx.upgrade.latest_checkpoint("pvc_list")
     started = ctx.upgrade.helm.pvc_delete_started
     if cp is None or cp.decision != APPROVED:
@@ -86,6 +84,9 @@ def delete_pvcs(ctx: Ctx) -> Done | Ask | Wait:
         ctx.set_facts(pvc_delete_started=time.time())
     deleted: set[str] = set()
     for name in sorted(current & approved):
+        if name in terminating:
+            deleted.add(name)  # deleted by an earlier run: it is going (pvc-protection until unmounted)
+            continue
         try:
             ctx.kube.delete_pvc(ctx.namespace, name, uid=approved_uids[name])
         except KubeConflict:
@@ -116,19 +117,16 @@ def _ask_again(ctx: Ctx, deleted: set[str], replaced: list[str]) -> Ask:
 
 
 def _after_delete(ctx: Ctx, target: JSON, remaining: set[str], extra: set[str]) -> Done | Ask | Wait:
-    listed = {
-        p["metadata"]["name"] for p in ctx.kube.list_pvcs(ctx.namespace, ctx.path.pulsar_v2_selector(ctx.release))
-    }
-    still = sorted(remaining & listed)
+    deadline = (ctx.upgrade.helm.pvc_delete_started or time.time()) + ctx.limits.pvc_gone_timeout
+    still = wait_pvcs_gone(ctx, remaining, deadline)
     if still:
-        deadline = (ctx.upgrade.helm.pvc_delete_started or time.time()) + ctx.limits.pvc_gone_timeout
         if time.time() > deadline:
             raise StepError(
                 f"these PVCs are still terminating after {ctx.limits.pvc_gone_timeout:g}s: {', '.join(still)}",
                 "A pod may still mount them (kubernetes.io/pvc-protection). Check `kubectl get pods` in the "
                 "namespace, then Retry.",
             )
-        return Wait(min(1.0, ctx.settings.poll_interval_seconds), f"waiting for {len(still)} PVCs to go")
+        return Wait(0, f"waiting for {len(still)} PVCs to go")
     approved = {p["name"] for p in target["pvcs"]}
     deleted_pvs, gone = delete_bound_pvs(ctx, target)
     if extra:
@@ -148,6 +146,28 @@ def _after_delete(ctx: Ctx, target: JSON, remaining: set[str], extra: set[str]) 
     return Done(summary)
 
 
+def wait_pvcs_gone(ctx: Ctx, names: set[str], deadline: float) -> list[str]:
+    """Which of the Pulsar V2 PVCs ``names`` are still there, after watching them go for at most
+    ``limits.watch_chunk`` seconds (or until ``deadline``): a watch first, a list as the fallback."""
+    selector = ctx.path.pulsar_v2_selector(ctx.release)
+    items, rv = ctx.kube.pvcs_resource_version(ctx.namespace, selector)
+    left = names & {p["metadata"]["name"] for p in items}
+    remaining = deadline - time.time()
+    if not left or remaining <= 0:
+        return sorted(left)
+    seconds = int(min(ctx.limits.watch_chunk, max(1, remaining)))
+    until = time.monotonic() + seconds
+    for event in ctx.kube.watch_pvcs(ctx.namespace, selector, rv, seconds):
+        if event["type"] == "DELETED":
+            left.discard(event["object"]["metadata"]["name"])
+        if not left or time.monotonic() > until:
+            return sorted(left)
+    # The watch ended early (an error, or the server closed it): poll once instead.
+    if time.monotonic() < until:
+        time.sleep(min(ctx.settings.poll_interval_seconds, max(0.0, until - time.monotonic())))
+    return sorted(names & {p["metadata"]["name"] for p in ctx.kube.list_pvcs(ctx.namespace, selector)})
+
+
 def delete_bound_pvs(ctx: Ctx, target: JSON) -> tuple[list[str], list[str]]:
     """Delete the PVs that were bound to the approved (now deleted) PVCs and still exist.
 
@@ -157,8 +177,9 @@ def delete_bound_pvs(ctx: Ctx, target: JSON) -> tuple[list[str], list[str]]:
     uids = {p["name"]: p.get("uid") for p in target["pvcs"]}
     deleted: list[str] = []
     gone: list[str] = []
+    every = ctx.kube.list_pvs() if target.get("pvs") else {}
     for pv in target.get("pvs", []):
-        live = ctx.kube.get_pv(pv["name"])
+        live = every.get(pv["name"])
         if live is None:
             gone.append(pv["name"])
             continue
