@@ -25,7 +25,7 @@ import pytest
 from aiohttp import web
 from kubernetes import client
 
-from bot.cluster.kube import Kube, KubeConflict, KubeTemporary
+from bot.cluster.kube import AccessCheck, Kube, KubeConflict, KubeTemporary, rules_allow
 from bot.cluster.milvus import MilvusAuthError, MilvusClient, service_proxy_url
 from bot.cluster.throttle import THROTTLED_TRIES
 from bot.procedure.classify import MAX_RETRY_AFTER, classify, retry_delay
@@ -319,3 +319,123 @@ def test_pvc_delete_with_a_stale_uid_is_refused_and_keeps_the_new_pvc(
     assert server.store.get("persistentvolumeclaims", "default", "data-0")["metadata"]["uid"] == new["metadata"]["uid"]
     assert kube.delete_pvc("default", "data-0", uid=new["metadata"]["uid"]) is True
     assert kube.delete_pvc("default", "data-0", uid=new["metadata"]["uid"]) is False  # NotFound is success
+
+
+# ---------------------------------------------------------------- preflight: rules reviews
+
+
+def _reviews(server: KubeApiServer) -> tuple[list[str], list[dict[str, Any]]]:
+    """(namespaces of the rules reviews, attributes of the access reviews) the client sent."""
+    rules = [r.body["spec"]["namespace"] for r in server.requests if r.path.endswith("/selfsubjectrulesreviews")]
+    access = [
+        r.body["spec"]["resourceAttributes"] for r in server.requests if r.path.endswith("/selfsubjectaccessreviews")
+    ]
+    return rules, access
+
+
+CHECKS = [
+    AccessCheck("delete", "persistentvolumeclaims", "default"),
+    AccessCheck("watch", "pods", "default"),
+    AccessCheck("get", "services/proxy", "default"),
+    AccessCheck("create", "deployments", "default", "apps"),
+    AccessCheck("list", "secrets", "staging"),
+    AccessCheck("delete", "persistentvolumes", None),
+]
+
+
+def test_preflight_asks_one_rules_review_per_namespace_and_reviews_only_cluster_scoped_checks(
+    apiserver: tuple[KubeApiServer, Kube],
+) -> None:
+    server, kube = apiserver
+    server.clear_requests()
+    assert kube.denied(CHECKS) == []
+    rules, access = _reviews(server)
+    assert rules == ["default", "staging"]  # one each, whatever the number of checks there
+    assert access == [{"verb": "delete", "resource": "persistentvolumes", "group": ""}]
+
+
+def test_what_the_rules_do_not_show_is_asked_and_refused_only_if_the_server_refuses(
+    apiserver: tuple[KubeApiServer, Kube],
+) -> None:
+    server, kube = apiserver
+    server.deny("delete", "persistentvolumeclaims", namespace="default")
+    server.deny("delete", "persistentvolumes")
+    server.clear_requests()
+    assert kube.denied(CHECKS) == [CHECKS[0], CHECKS[5]]
+    _, access = _reviews(server)
+    assert [(a["verb"], a["resource"]) for a in access] == [
+        ("delete", "persistentvolumeclaims"),
+        ("delete", "persistentvolumes"),
+    ]
+
+
+def test_preflight_under_real_rbac_refuses_exactly_what_the_role_lacks(
+    apiserver: tuple[KubeApiServer, Kube], tmp_path: Any
+) -> None:
+    server, _ = apiserver
+    store = server.store
+    store.ensure_namespace("staging")
+    rules = [
+        {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get", "list", "delete"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["*"]},
+        {"apiGroups": [""], "resources": ["services/proxy"], "verbs": ["get"]},
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["create"], "resourceNames": ["only-this"]},
+    ]
+    store.create("roles.rbac.authorization.k8s.io", {"metadata": {"name": "bot"}, "rules": rules}, "default")
+    binding = {
+        "metadata": {"name": "bot"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "bot"},
+        "subjects": [{"kind": "User", "name": "the-bot"}],
+    }
+    store.create("rolebindings.rbac.authorization.k8s.io", binding, "default")
+    server.add_token("bot-token", "the-bot")
+    kube = Kube.connect(server.write_kubeconfig(str(tmp_path / "bot-kubeconfig"), token="bot-token"), None)
+    server.enforce_rbac()
+    # a create limited to one name does not allow creating; nothing is granted in staging or cluster-wide
+    assert kube.denied(CHECKS) == [CHECKS[3], CHECKS[4], CHECKS[5]]
+
+
+def test_without_rules_reviews_every_check_gets_its_access_review(apiserver: tuple[KubeApiServer, Kube]) -> None:
+    server, kube = apiserver
+    server.inject_fault("POST", r"/selfsubjectrulesreviews$", status=404, count=2)
+    server.deny("watch", "pods", namespace="default")
+    server.clear_requests()
+    assert kube.denied(CHECKS) == [CHECKS[1]]
+    _, access = _reviews(server)
+    assert len(access) == len(CHECKS)
+
+
+@pytest.mark.parametrize(
+    ("rule", "check", "allowed"),
+    [
+        ({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, AccessCheck("get", "services/proxy", "ns"), True),
+        (
+            {"apiGroups": [""], "resources": ["*/proxy"], "verbs": ["get"]},
+            AccessCheck("get", "services/proxy", "ns"),
+            True,
+        ),
+        (
+            {"apiGroups": [""], "resources": ["services"], "verbs": ["get"]},
+            AccessCheck("get", "services/proxy", "ns"),
+            False,
+        ),
+        (
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list"]},
+            AccessCheck("list", "deployments", "ns"),
+            False,
+        ),
+        (
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"], "resourceNames": ["p"]},
+            AccessCheck("list", "pods", "ns"),
+            False,
+        ),
+        (
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+            AccessCheck("watch", "pods", "ns"),
+            True,
+        ),
+    ],
+    ids=["all", "star-subresource", "not-the-subresource", "other-group", "resource-names", "listed"],
+)
+def test_rules_are_matched_as_rbac_does(rule: dict[str, Any], check: AccessCheck, allowed: bool) -> None:
+    assert rules_allow([rule], check) is allowed

@@ -28,11 +28,12 @@ of the runs), it asserts: every request is allowed by the Roles and ClusterRoles
 bot's ServiceAccount; every verb of every resource of every rule is used by some request (no
 unused grant); every Role (and RoleBinding to it) that helm creates grants nothing the bot does
 not hold (RBAC escalation prevention would refuse it); every SelfSubjectAccessReview the bot asks
-is granted and the preflight passes (the scripted outcomes happen, no "not allowed" refusal);
-discovery and OpenAPI requests, and SelfSubjectRulesReviews, are those every authenticated user
-may make; ``scan`` outside ``targetNamespaces`` (refused there by the enforced RBAC) names those
-namespaces and still answers. And the Slack apps' manifests: the runs' Slack grants exactly the manifest's bot
-scopes, no call lacks one, and each scope is needed by a call (``commands`` by the command).
+is granted and the preflight passes (the scripted outcomes happen, no "not allowed" refusal),
+with one SelfSubjectRulesReview per namespace and access reviews only for cluster-scoped checks;
+discovery and OpenAPI requests are those every authenticated user may make; ``scan`` outside
+``targetNamespaces`` (refused there by the enforced RBAC) names those namespaces and still
+answers. And the Slack apps' manifests: the runs' Slack grants exactly the manifest's bot scopes,
+no call lacks one, and each scope is needed by a call (``commands`` by the command).
 """
 
 from __future__ import annotations
@@ -77,9 +78,10 @@ RBAC_KINDS = {
 BOT_KUBE_TOKEN = "sandbox-upgrade-bot-serviceaccount-token"
 # The top-level message of each upgrade of a run, in order, and how it ends (as scripted).
 SCRIPTED_OUTCOMES = {4: ["succeeded", "aborted", "succeeded"], 3: ["succeeded", "aborted"]}
-# Non-resource requests and resources every authenticated user may use without a grant of the
-# chart (the default ClusterRoles system:discovery, system:public-info-viewer, system:basic-user).
-PUBLIC_RESOURCES = {("authorization.k8s.io", "selfsubjectrulesreviews", "create")}
+# Resources every authenticated user may use without a grant of the chart (the default
+# ClusterRole system:basic-user). None: the chart grants the rules and access reviews itself too,
+# so that preflight works where that default binding was removed.
+PUBLIC_RESOURCES: set[tuple[str, str, str]] = set()
 AGENTS = {"OpenAPI-Generator": "the bot", "Helm": "the bot's helm", "python-httpx": "the bot's Milvus client"}
 MANIFESTS = {"http": ROOT / "slack-app-manifest.yaml", "socket": ROOT / "slack-app-manifest-socket-mode.yaml"}
 UPGRADE_ID = re.compile(r"\b\d{8}-\d{6}-[0-9a-f]{6}\b")
@@ -618,16 +620,14 @@ def test_preflight_passes_under_the_charts_rbac(runs: dict[int, Run], grants: Gr
         reviews = [n for n in found if "access review" in n.why]
         refused = sorted({str(n.attr) for n in reviews if not grants.matching(n.attr)})
         assert refused == [], f"helm {major}: preflight would refuse the upgrade: not granted " + ", ".join(refused)
-        # The bot asks its preflight either as one SelfSubjectRulesReview per target namespace
-        # (evaluating the rules itself, with access reviews only for the cluster-scoped checks and
-        # what the rules do not cover) or, before that change, as one SelfSubjectAccessReview per
-        # permission (at least 10). Either form is accepted here, on purpose, while the bot moves
-        # from the second to the first; tighten to the rules-review form once it has.
+        # The preflight asks one SelfSubjectRulesReview per namespace and evaluates the rules itself;
+        # under the chart's RBAC they show every namespaced verb, so access reviews are asked only
+        # for the cluster-scoped checks (a namespace's rules do not say what holds cluster-wide).
         per_namespace = _rules_review_namespaces(run)
-        upgraded_in = set(TARGETS)  # every run upgrades (or aborts) in both
-        assert upgraded_in <= set(per_namespace) or len(reviews) >= 10, (
-            f"helm {major}: rules reviews per namespace {dict(per_namespace)}, {len(reviews)} access reviews"
-        )
+        assert set(TARGETS) <= set(per_namespace), f"helm {major}: rules reviews {dict(per_namespace)}"
+        namespaced = sorted({str(n.attr) for n in reviews if n.attr.namespace})
+        assert namespaced == [], f"helm {major}: access reviews the rules already answered: {namespaced}"
+        assert reviews, f"helm {major}: no access review of the cluster-scoped checks"
 
 
 def test_scan_outside_the_target_namespaces_is_named_not_failed(runs: dict[int, Run], grants: Grants) -> None:
