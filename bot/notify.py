@@ -10,8 +10,11 @@ on a later reconcile. Every text is passed through
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from http.client import RemoteDisconnected
 from typing import Any
@@ -37,12 +40,41 @@ MAX_RETRY_AFTER = 10.0  # seconds the notifier itself waits on a 429; beyond, th
 TIMEOUT = 15  # seconds per Web API call
 
 
-class RetryLater(Exception):
-    """Slack rate-limited the call for longer than the notifier waits: try again after ``seconds``."""
+# Slack allows about one message per second per channel, with short bursts: at most PACE_POSTS
+# messages (posts and file shares) in any PACE_WINDOW seconds per channel; a message beyond that
+# waits, unsent, for the reconciler's next run (consecutive notes then go as one message).
+PACE_POSTS = 10
+PACE_WINDOW = 10.0
 
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"rate limited; retry after {seconds}s")
+
+class RetryLater(Exception):
+    """Slack rate-limited the call for longer than the notifier waits, or the channel's pace
+    (``paced``) says not yet: try again after ``seconds``."""
+
+    def __init__(self, seconds: float, paced: bool = False) -> None:
+        super().__init__(f"{'paced' if paced else 'rate limited'}; retry after {seconds:.2f}s")
         self.seconds = seconds
+        self.paced = paced
+
+
+class ChannelPace:
+    """At most ``posts`` messages per channel in any ``window`` seconds (a sliding log per channel)."""
+
+    def __init__(self, posts: int = PACE_POSTS, window: float = PACE_WINDOW, clock: Any = time.monotonic) -> None:
+        self.posts = posts
+        self.window = window
+        self.clock = clock
+        self._sent: dict[str, collections.deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, channel: str) -> None:
+        """Count one message to ``channel`` now, or raise RetryLater(paced) with the wait."""
+        with self._lock:
+            now = self.clock()
+            sent = self._sent.setdefault(channel, collections.deque(maxlen=self.posts))
+            if len(sent) == self.posts and (wait := sent[0] + self.window - now) > 0:
+                raise RetryLater(wait, paced=True)
+            sent.append(now)
 
 
 def _retry_after(headers: dict[str, Any]) -> float:
@@ -102,7 +134,8 @@ def _rate_limited(method: str) -> Iterator[None]:
 
 
 class Notifier:
-    def __init__(self, token: str, base_url: str) -> None:
+    def __init__(self, token: str, base_url: str, pace: ChannelPace | None = None) -> None:
+        self.pace = pace or ChannelPace()
         backoff = BackoffRetryIntervalCalculator(backoff_factor=0.5)
         self.client = WebClient(
             token=token,
@@ -120,14 +153,23 @@ class Notifier:
         )
 
     def post(self, channel: str, text: str, blocks: list[Block], thread_ts: str | None = None) -> str:
+        self._pace(channel, "chat.postMessage")
         with _rate_limited("chat.postMessage"):
             return self._post(channel, text, blocks, thread_ts)
+
+    def _pace(self, channel: str, method: str) -> None:
+        try:
+            self.pace.take(channel)
+        except RetryLater as err:
+            log.info("%s to %s waits %.2fs for the channel's pace", method, channel, err.seconds)
+            raise
 
     def update(self, channel: str, ts: str, text: str, blocks: list[Block]) -> None:
         with _rate_limited("chat.update"):
             self.client.chat_update(channel=channel, ts=ts, text=redact(text)[:3900], blocks=_clean_blocks(blocks))
 
     def upload(self, channel: str, thread_ts: str, filename: str, content: str, title: str, comment: str) -> None:
+        self._pace(channel, "files.upload_v2")  # the file is shared in the channel: a message
         with _rate_limited("files.upload_v2"):
             self.client.files_upload_v2(
                 channel=channel,

@@ -28,6 +28,7 @@ from bot import notify, views
 from bot.notify import Notifier, RetryLater
 from bot.procedure import checkpoints
 from bot.procedure.checkpoints import checkpoint_body
+from bot.procedure.thread import Thread
 from sandbox.botproc import BotProcess
 from sandbox.slack import SlackClient
 from sandbox.slack.blocks import validate_blocks
@@ -35,7 +36,8 @@ from sandbox.slack.model import Message
 from sandbox.slack.server import SlackSim
 from sandbox.world import CHANNEL, World
 from state import keys
-from state.model import Checkpoint, Upgrade
+from state.model import Checkpoint, Post, Upgrade
+from state.store import UpgradeStore
 from tests.scenario import Person, has_button
 
 PVC_LIST_TITLE = "Checkpoint: delete these Pulsar V2 volumes"
@@ -43,9 +45,10 @@ FLUSH_TITLE = "Checkpoint: flush done"
 
 
 def _posted(world: World, title: str) -> int:
-    """How many messages with ``title`` Slack took (faulted calls excluded)."""
+    """How many messages with ``title`` Slack took (faulted calls excluded). A note may share its
+    message with notes that waited before it (the channel's pace), so it starts a paragraph."""
     calls = world.slack.calls_of("chat.postMessage")
-    return sum(1 for c in calls if c.error is None and str(c.args.get("text", "")).startswith(title))
+    return sum(1 for c in calls if c.error is None and f"\n{c.args.get('text', '')}".count(f"\n{title}") == 1)
 
 
 def _shown_text(msg: Message) -> str:
@@ -256,3 +259,75 @@ def test_an_ended_upgrade_whose_last_message_and_job_were_lost_catches_up_on_res
     bot.start()
     alice.wait(lambda: _posted(world, "🎉") == 1, 30, "the end note after the restart")
     assert [m.text for m in alice.thread()].count(next(m.text for m in alice.thread() if "🎉" in m.text)) == 1
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_channel_pace_allows_ten_messages_in_any_ten_seconds_per_channel() -> None:
+    clock = _Clock()
+    pace = notify.ChannelPace(posts=10, window=10.0, clock=clock)
+    for i in range(10):
+        clock.now = 100.0 + i * 0.1
+        pace.take("C1")
+    with pytest.raises(RetryLater) as err:
+        pace.take("C1")
+    assert err.value.paced and err.value.seconds == pytest.approx(100.0 + 10 - clock.now)
+    pace.take("C2")  # another channel has its own pace
+    clock.now = 110.0  # the first message is 10 s old: one more may go, not two
+    pace.take("C1")
+    with pytest.raises(RetryLater):
+        pace.take("C1")
+
+
+def _record(store: UpgradeStore, notes: list[str]) -> Upgrade:
+    upgrade = Upgrade(id=Upgrade.new_id(), release="r", namespace="ns", channel=CHANNEL, started_by="U1")
+    upgrade.root_wanted = True
+    upgrade.thread = [Post(key=f"n{i}", kind="note", text=text) for i, text in enumerate(notes)]
+    assert store.create(upgrade) is None
+    return upgrade
+
+
+def test_messages_beyond_the_channel_pace_wait_for_it(redis_url: str) -> None:
+    """Fifteen long notes at once in one channel (too long to go together): ten messages go, the
+    rest wait unsent, and the engine is told to come back when the pace allows, not Slack's 3 s."""
+    clock = _Clock()
+    with SlackSim() as sim:
+        sim.add_channel(CHANNEL, "upgrades")
+        notifier = Notifier(sim.bot_token, sim.api_url, pace=notify.ChannelPace(clock=clock))
+        store = UpgradeStore.from_url(redis_url)
+        upgrade = _record(store, [f"{i} " + "x" * 2000 for i in range(15)])
+        thread = Thread(store, notifier, lambda u: ["detect"])
+
+        _, complete = thread.reconcile(upgrade)
+        assert not complete and not thread.failed
+        assert thread.retry_in() == pytest.approx(10.0)  # when the oldest of the ten leaves the window
+        assert len(sim.calls_of("chat.postMessage")) == 10  # the root and nine notes
+
+        clock.now += thread.retry_in()
+        latest, complete = thread.reconcile(upgrade)
+        assert complete
+        texts = [str(c.args.get("text")) for c in sim.calls_of("chat.postMessage")]
+        assert [t.split()[0] for t in texts[1:]] == [str(i) for i in range(15)]  # every note, in order
+        assert all(p.ts is not None for p in latest.thread)
+
+
+def test_notes_waiting_in_a_row_go_as_one_message(redis_url: str) -> None:
+    with SlackSim() as sim:
+        notifier = _notifier(sim)
+        store = UpgradeStore.from_url(redis_url)
+        sim.fail_http("chat.postMessage", 500, count=4, match="note")  # Slack takes the root, not the notes
+        upgrade = _record(store, [f"note {i}" for i in range(4)])
+        thread = Thread(store, notifier, lambda u: ["detect"])
+        _, complete = thread.reconcile(upgrade)
+        assert not complete and thread.failed and thread.retry_in() >= 3.0
+        latest, complete = thread.reconcile(upgrade)
+        assert complete
+        notes = [c for c in sim.calls_of("chat.postMessage") if c.status == 200 and "note" in str(c.args["text"])]
+        assert [c.args["text"] for c in notes] == ["note 0\n\nnote 1\n\nnote 2\n\nnote 3"]
+        assert len({p.ts for p in latest.thread}) == 1

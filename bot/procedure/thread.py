@@ -32,6 +32,7 @@ from state.store import UpgradeStore
 
 log = logging.getLogger(__name__)
 Blocks = list[dict[str, Any]]
+OUTPUT_RETRY_SECONDS = 3.0  # when Slack did not take a message, reconcile again after this (or its Retry-After)
 
 
 class Thread:
@@ -40,10 +41,12 @@ class Thread:
         self.notifier = notifier
         self.steps = steps
         self.retry_after = 0.0  # the longest Retry-After Slack asked for in the last reconcile
+        self.failed = False  # whether Slack refused or failed a call in the last reconcile
+        self.paced = 0.0  # the longest wait for a channel's pace (bot.notify.ChannelPace) in it
 
     def reconcile(self, upgrade: Upgrade) -> tuple[Upgrade, bool]:
         """Bring Slack to what ``upgrade`` (re-read from Redis) says; (latest record, all shown)."""
-        self.retry_after = 0.0
+        self.retry_after, self.failed, self.paced = 0.0, False, 0.0
         latest = self.store.find(upgrade.id)
         if latest is None:
             return upgrade, True
@@ -57,18 +60,30 @@ class Thread:
                 return upgrade, False
             upgrade, _ = self.store.update(upgrade.id, lambda u: setattr(u, "root_ts", ts))
         upgrade, complete = self._replies(upgrade)
-        if complete and upgrade.ended:
-            upgrade, complete = self._final_root(upgrade)
+        if upgrade.ended:  # the root shows the end at once, even while replies wait for their turn
+            upgrade, shown = self._final_root(upgrade)
+            complete = complete and shown
         return upgrade, complete
+
+    def retry_in(self) -> float:
+        """When to reconcile again after an incomplete one: Slack's wait if it failed, else the pace's."""
+        return max(OUTPUT_RETRY_SECONDS, self.retry_after) if self.failed else max(0.05, self.paced)
 
     def _replies(self, upgrade: Upgrade) -> tuple[Upgrade, bool]:
         complete = True
-        for post in list(upgrade.thread):
+        posts = list(upgrade.thread)
+        sent: set[str] = set()  # posted in this loop, together with an earlier note
+        for i, post in enumerate(posts):
+            if post.key in sent:
+                continue
             if post.ts is None:
-                ts, final = self._send(upgrade, post)
+                together = _notes_from(posts, i)
+                ts, final = self._send(upgrade, post, together)
                 if ts is None:
                     return upgrade, False  # keep the order: later messages wait for this one
-                upgrade, _ = self.store.update(upgrade.id, _posted(post.key, ts, final))
+                for key in dict.fromkeys([post.key, *(p.key for p in together)]):
+                    upgrade, _ = self.store.update(upgrade.id, _posted(key, ts, final))
+                    sent.add(key)
                 if post.kind == "checkpoint":
                     self._audit(upgrade.id, "checkpoint_posted", checkpoint=post.data.get("checkpoint"), ts=ts)
             elif not post.final and self._is_final(upgrade, post):
@@ -128,7 +143,7 @@ class Thread:
             return (*views.error(upgrade, d["step"], d["reason"], d.get("details", ""), d.get("block_id")), False)
         return (*views.note(post.text), True)
 
-    def _send(self, upgrade: Upgrade, post: Post) -> tuple[str | None, bool]:
+    def _send(self, upgrade: Upgrade, post: Post, together: list[Post]) -> tuple[str | None, bool]:
         if post.kind == "file":
             d = post.data
             done = self._call(
@@ -143,7 +158,11 @@ class Thread:
                 post.text,
             )
             return ("file" if done else None), True
-        text, blocks, final = self._render(upgrade, post)
+        if together:  # notes waiting in a row (the channel's pace, Slack down): one message
+            text, blocks = views.note("\n\n".join(p.text for p in [post, *together]))
+            final = True
+        else:
+            text, blocks, final = self._render(upgrade, post)
         ts = self._call(upgrade, post.key, self.notifier.post, upgrade.channel, text, blocks, upgrade.root_ts)
         return (str(ts) if ts else None), final
 
@@ -162,13 +181,34 @@ class Thread:
         try:
             answer = call(*args)
         except RetryLater as err:
-            self.retry_after = max(self.retry_after, err.seconds)
+            if err.paced:
+                self.paced = max(self.paced, err.seconds)
+                return None
+            self.retry_after, self.failed = max(self.retry_after, err.seconds), True
             log.warning("Slack asks to wait %ss before %s", err.seconds, what, extra={"upgrade_id": upgrade.id})
             return None
         except Exception as err:  # Slack down, rate limited, refused: retried on the next reconcile
+            self.failed = True
             log.warning("cannot show %s in Slack yet: %s", what, _describe(err), extra={"upgrade_id": upgrade.id})
             return None
         return True if answer is None else answer
+
+
+NOTES_TOGETHER_CHARS = 2900  # a section block holds 3,000
+
+
+def _notes_from(posts: list[Post], i: int) -> list[Post]:
+    """The notes not yet shown that follow note ``posts[i]`` directly, as many as fit with it in one message."""
+    if posts[i].kind != "note":
+        return []
+    out: list[Post] = []
+    size = len(posts[i].text)
+    for post in posts[i + 1 :]:
+        size += len(post.text) + 2
+        if post.kind != "note" or post.ts is not None or size > NOTES_TOGETHER_CHARS:
+            break
+        out.append(post)
+    return out
 
 
 def _posted(key: str, ts: str | None, final: bool) -> Callable[[Upgrade], None]:
