@@ -12,6 +12,7 @@ Behaviours covered:
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +27,7 @@ from sandbox.slack import SlackClient
 from sandbox.slack.server import SlackSim
 from sandbox.world import CHANNEL, OPERATOR, World
 from state import decisions
-from state.model import ACTIVE, Checkpoint, Upgrade
+from state.model import ACTIVE, APPROVED, Checkpoint, Upgrade
 from state.store import UpgradeStore
 from tests.scenario import Person, has_button
 
@@ -135,3 +136,22 @@ def test_bot_killed_during_restore_resumes_it(world: World, slack: SlackClient, 
     assert "aborted" in alice.root().text and "succeeded" not in alice.root().text
     status = world.helm("status", "my-release", "-n", "default", "-o", "json")
     assert '"status":"deployed"' in status.replace(" ", "")
+
+
+def test_a_click_racing_the_checkpoint_timer_still_runs_the_upgrade_now(redis_url: str, sim: SlackSim) -> None:
+    """The Slack edge records an approval and queues a run for now at the moment the engine queues
+    the checkpoint's reminder timer (the same job: the later write wins). The engine looks at the
+    record again after queuing the timer, so the approval still runs now, not at the reminder."""
+    eng, runner = _engine(redis_url, sim)
+    u = _waiting_upgrade(eng.store)
+    eng.store.update(u.id, lambda x: setattr(x.checkpoint("flush_done-1"), "created_at", time.time()))
+    waiting = eng.store.get(u.id)
+
+    def timer_then_click(upgrade_id: str, delay: float = 0.0) -> None:
+        runner.delays.append(delay)
+        if delay > 0:  # the click lands here: its "now" was written just before this timer
+            eng.store.update(upgrade_id, lambda x: setattr(x.checkpoint("flush_done-1"), "decision", APPROVED))
+
+    runner.schedule = timer_then_click  # type: ignore[method-assign]
+    eng._checkpoint_timers(waiting)
+    assert runner.delays[0] > 60 and runner.delays[1:] == [0.0]

@@ -63,7 +63,6 @@ JOB_REF = "bot.procedure.engine:run_job"
 MAX_AUTO_RETRIES = 3
 MAX_ENGINE_ATTEMPTS = 6  # unexpected failures of the engine itself before the upgrade stops with Retry
 ENGINE_RETRY_SECONDS = 5.0  # first backoff after such a failure (then 10, 20, 40, ...)
-OUTPUT_RETRY_SECONDS = 3.0  # when Slack did not take a message, run the upgrade again after this
 RESTORE_WATCHDOG_SECONDS = 10.0  # a durable run queued this far ahead resumes a restore whose process died
 METRICS_RECENT = 100  # upgrades /metrics looks at besides the active ones
 RESUME_ENDED = 50  # the most recent upgrades a new runner looks at for unfinished work after their end
@@ -314,7 +313,7 @@ class Engine:
             log.exception("reconciling the thread failed", extra={"upgrade_id": upgrade_id})
             complete = False
         if not complete:
-            self.runner.schedule(upgrade_id, delay=max(OUTPUT_RETRY_SECONDS, self.thread.retry_after))
+            self.runner.schedule(upgrade_id, delay=self.thread.retry_in())
 
     def _advance(self, upgrade_id: str) -> None:
         upgrade = self.store.find(upgrade_id)
@@ -500,6 +499,13 @@ class Engine:
             self._say(upgrade.id, f"remind:{cp.id}:{due}", self._reminder(upgrade, cp, age))
         next_at = min(cp.created_at + ttl, cp.created_at + (due + 1) * every)
         self.runner.schedule(upgrade.id, delay=max(0.0, next_at - at))
+        # A click (answered by the Slack edge, another process) records its decision, then queues
+        # a run for now; that run may have been replaced just now by this timer. Look again: a
+        # decision recorded before the timer was queued is seen here, and then runs now.
+        latest = self.store.find(upgrade.id)
+        again = latest.checkpoint(cp.id) if latest is not None else None
+        if again is not None and not again.open:
+            self.runner.schedule(upgrade.id)
 
     def _reminder(self, upgrade: Upgrade, cp: Checkpoint, age: float) -> str:
         who = ", ".join(f"<!subteam^{o}>" if o.startswith("S") else f"<@{o}>" for o in sorted(self.settings.operators))
