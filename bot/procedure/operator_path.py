@@ -252,9 +252,6 @@ def _patch(ctx: Ctx) -> None:
     back = ctx.kube.get_milvus(ctx.namespace, ctx.release)
     if back is None or not _patch_took(back):
         raise StepError("the patch of the dependencies did not take (read back differs); nothing was deleted")
-    ctx.say(
-        "patched", "🩹 Patched the Milvus resource: etcd and MinIO Retain (PVCs kept), Pulsar Delete with its PVCs."
-    )
 
 
 def _patch_and_delete(ctx: Ctx) -> None:
@@ -275,7 +272,11 @@ def _send_delete(ctx: Ctx, cr: JSON) -> None:
 
 def _delete(ctx: Ctx) -> None:
     ctx.kube.delete_milvus(ctx.namespace, ctx.release)
-    ctx.say("cr_deleting", f"⏹️ Deleted the Milvus resource `{ctx.release}`; the operator is tearing it down…")
+    ctx.say(  # one message for the patch (read back above) and the deletion
+        "cr_deleting",
+        "🩹 Patched the Milvus resource: etcd and MinIO Retain (PVCs kept), Pulsar Delete with its PVCs.\n"
+        f"⏹️ Deleted the Milvus resource `{ctx.release}`; the operator is tearing it down…",
+    )
 
 
 def _follow(ctx: Ctx, resource_version: str) -> Wait:
@@ -289,8 +290,7 @@ def _follow(ctx: Ctx, resource_version: str) -> Wait:
         status = dig(event["object"], "status", "status")
         if status == "Deleting":
             ctx.say("cr_status_deleting", "… status `Deleting`: the operator is removing Milvus and Pulsar V2.")
-        if event["type"] == "DELETED":
-            ctx.say("cr_gone", "… the Milvus resource is gone.")
+        if event["type"] == "DELETED":  # said with the PVCs' outcome, in one message (`cr_deleted`)
             return Wait(0, "resource gone")
     return Wait(0, "waiting for the resource to go")
 
