@@ -1,9 +1,18 @@
 """Wiring of the running bot: settings -> Redis store, runner, engine, Bolt app, HTTP server.
 
-``serve()`` is what ``milvus-pulsar-upgrade-bot serve`` runs. In HTTP mode it listens on
-0.0.0.0:$PORT with ``POST /slack/events`` (slash commands and interactivity), ``GET /healthz``
-(200 once serving) and ``GET /readyz`` (200 when Redis answers). With SLACK_APP_TOKEN set it
-uses Socket Mode instead and still serves the health endpoints.
+``serve()`` is what ``milvus-pulsar-upgrade-bot serve`` runs: two processes. This one is the
+Slack edge. In HTTP mode it listens on 0.0.0.0:$PORT with ``POST /slack/events`` (slash
+commands and interactivity), ``GET /healthz`` (200 once serving), ``GET /readyz`` (200 when
+Redis answers and the runner leads or stands by) and ``GET /metrics``; with SLACK_APP_TOKEN set
+it uses Socket Mode instead and still serves those endpoints. It acks, authorizes, records and
+queues runs (its ``Runner`` only queues, and wakes the active runner through Redis), and never
+runs a step. Its child, ``python -m bot runner`` (``run_runner``), holds or waits for the runner
+lease and runs the engine's steps in its worker threads; it answers the edge's questions (its
+state, its metrics, a ``scan``) on a unix socket in a private temporary directory. The steps'
+CPU work (helm output, YAML, JSON, Kubernetes models) and their heap, and its garbage
+collections, are thus never in the way of an ack. The child dies with the edge (Linux
+PR_SET_PDEATHSIG); when the child ends, the edge logs it and exits non-zero; SIGTERM to the edge
+is passed on to the child, whose exit status (after its grace) the edge exits with.
 
 A request to ``/slack/events`` is judged in this order, each step before any work on what
 follows: over 1 MiB (by Content-Length, or while reading) is 413; a bad signature or timestamp
@@ -16,14 +25,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import hashlib
 import hmac
 import logging
+import os
+import shutil
 import signal
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 from aiohttp import ClientError, web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
@@ -48,10 +64,11 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
-from bot.procedure.engine import Engine
+from bot.procedure.engine import JOB_REF, Engine
 from bot.settings import Settings, SettingsError
 from handlers import slack as slack_handlers
 from handlers.auth import Authorizer
+from state.runner import Runner
 from state.store import UpgradeStore
 
 log = logging.getLogger(__name__)
@@ -137,7 +154,8 @@ def build_web_app(
     bolt: AsyncApp | None,
     store: UpgradeStore,
     signing_secret: str = "",
-    runner_state: Callable[[], str] | None = None,
+    runner_state: Callable[[], Awaitable[str]] | None = None,
+    runner_metrics: Callable[[], Awaitable[bytes | None]] | None = None,
 ) -> web.Application:
     # aiohttp refuses (413) a body that grows past client_max_size while it is read.
     web_app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
@@ -173,12 +191,18 @@ def build_web_app(
 
     if bolt is not None:
         web_app.router.add_post(EVENTS_PATH, events)
-    _add_operations(web_app, store, runner_state)
+    _add_operations(web_app, store, runner_state, runner_metrics)
     return web_app
 
 
-def _add_operations(web_app: web.Application, store: UpgradeStore, runner_state: Callable[[], str] | None) -> None:
-    """``/healthz`` (alive), ``/readyz`` (Redis answers and the runner leads or stands by), ``/metrics``."""
+def _add_operations(
+    web_app: web.Application,
+    store: UpgradeStore,
+    runner_state: Callable[[], Awaitable[str]] | None,
+    runner_metrics: Callable[[], Awaitable[bytes | None]] | None,
+) -> None:
+    """``/healthz`` (alive), ``/readyz`` (Redis answers and the runner leads or stands by), ``/metrics``
+    (the runner process's metrics merged with this process's own, as one exposition)."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -186,14 +210,20 @@ def _add_operations(web_app: web.Application, store: UpgradeStore, runner_state:
     async def readyz(_: web.Request) -> web.Response:
         """Ready: Redis answers, and the runner either holds the lease or stands by for it."""
         ok = await asyncio.to_thread(store.ping)
-        runner = runner_state() if runner_state is not None else "standby"
+        runner = await runner_state() if runner_state is not None else "standby"
         ready = ok and runner in ("leader", "standby")
         return web.json_response(
             {"redis": "ok" if ok else "unreachable", "runner": runner}, status=200 if ready else 503
         )
 
     async def metrics_page(_: web.Request) -> web.Response:
-        body = await asyncio.to_thread(metrics.exposition)
+        if runner_metrics is None:
+            body = await asyncio.to_thread(metrics.exposition)
+        else:
+            theirs = await runner_metrics()
+            if theirs is None:
+                return web.Response(status=503, text="the runner process did not answer\n")
+            body = await asyncio.to_thread(metrics.merged, theirs, metrics.exposition())
         return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
     web_app.router.add_get("/healthz", healthz)
@@ -225,54 +255,270 @@ async def _check_app_token(bolt: AsyncApp, app_token: str) -> None:
         log.warning("apps.connections.open failed; Socket Mode will retry", extra={"error": type(err).__name__})
 
 
-async def _run(settings: Settings, engine: Engine) -> None:
+# ---------------------------------------------------------------------------------- the edge
+
+
+async def _serve(settings: Settings, log_args: list[str]) -> int:
+    """The Slack edge (this process) and the runner (a child process); the exit status."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    store = UpgradeStore.from_url(settings.redis_url, settings.audit_retention_days * 86400)
+    queue = Runner(store.redis, JOB_REF, run_jobs=False, workers=1)  # queues runs; never takes the lease
+    child = RunnerProcess(log_args, settings.shutdown_grace_seconds)
     deps = slack_handlers.Deps(
-        store=engine.store,
-        runner=engine.runner,
+        store=store,
+        runner=queue,
         authorizer=Authorizer(settings.operator_users, settings.operator_groups),
         second_approver=settings.require_second_approver,
         channels=settings.channels,
-        scan=lambda namespace: engine.scan(namespace, slack_handlers.COMMAND),
+        scan=child.scan,
     )
     bolt = build_bolt_app(settings, deps)
-    if settings.slack_app_token is not None:
-        await _check_app_token(bolt, settings.slack_app_token)  # before anything is served or started
+    try:
+        if settings.slack_app_token is not None:
+            await _check_app_token(bolt, settings.slack_app_token)  # before anything is served or started
+        status = await child.start(stop)
+        if status is not None:  # it could not start (a bad KUBECONFIG: 2, its line already printed)
+            return status
+        if stop.is_set():
+            return await child.stop()
+        queue.start()
 
-    def runner_state() -> str:
+        async def runner_state() -> str:
+            return "stopping" if stop.is_set() else await child.state()
+
+        web_app = build_web_app(
+            None if settings.socket_mode else bolt,
+            store,
+            settings.slack_signing_secret or "",
+            runner_state,
+            child.exposition,
+        )
+        site = web.AppRunner(web_app, access_log=None)
+        await site.setup()
+        await web.TCPSite(site, "0.0.0.0", settings.port).start()
+        socket_handler = None
+        if settings.socket_mode:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            socket_handler = AsyncSocketModeHandler(bolt, settings.slack_app_token)
+            await socket_handler.connect_async()
+        _settle_heap()
+        log.info(
+            "serving",
+            extra={"port": settings.port, "mode": "socket" if socket_handler else "http", "runner_pid": child.pid},
+        )
+        stopping = asyncio.ensure_future(stop.wait())
+        exited = asyncio.ensure_future(child.wait())
+        await asyncio.wait({stopping, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if not stop.is_set():
+            stopping.cancel()
+            status = exited.result()
+            log.error("the runner process exited (status %s): stopping the bot", status, extra={"status": status})
+            if socket_handler is not None:
+                await socket_handler.close_async()
+            await site.cleanup()
+            return status or 1  # never 0: the pod must be restarted, not look healthy
+        exited.cancel()
+        log.info(
+            "shutting down: no new work; waiting up to %gs for the steps under way", settings.shutdown_grace_seconds
+        )
+        if socket_handler is not None:
+            await socket_handler.close_async()
+        await site.cleanup()
+        return await child.stop()
+    finally:
+        child.kill()
+        queue.stop()
+
+
+def serve(settings: Settings, log_args: list[str] | None = None) -> int:
+    """Serve Slack here and run the runner in a child process, until SIGTERM; the exit status.
+
+    The child (``python -m bot runner``) connects to Kubernetes (a bad KUBECONFIG: it exits 2,
+    and so does this), holds or waits for the runner lease and runs the steps; this process only
+    acks, authorizes, records and queues. ``log_args`` (``--log-format``/``--log-level``) are
+    passed on so that both write the same log lines."""
+    return asyncio.run(_serve(settings, log_args or []))
+
+
+def _settle_heap() -> None:
+    """Once started: move everything built so far out of the garbage collector's sight, so a full
+    collection only walks what was made since (the idle stalls of a few hundred ms otherwise)."""
+    gc.collect()
+    gc.freeze()
+
+
+class RunnerProcess:
+    """The child process that runs the runner, seen from the edge: started, asked (its state, its
+    metrics, a scan) over a unix socket in a private directory, stopped with SIGTERM."""
+
+    def __init__(self, log_args: list[str], grace: float) -> None:
+        self.log_args = log_args
+        self.grace = grace
+        self.dir = tempfile.mkdtemp(prefix="mpub-runner-")
+        self.path = os.path.join(self.dir, "control.sock")
+        self.proc: asyncio.subprocess.Process | None = None
+        self._client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=self.path), base_url="http://runner")
+        self._sync = httpx.Client(transport=httpx.HTTPTransport(uds=self.path), base_url="http://runner")
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    async def start(self, stop: asyncio.Event, timeout: float = 300.0) -> int | None:
+        """Start it and wait until it answers on its socket: None, or its exit status if it ended."""
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            f"import sys; sys.path.insert(0, {root!r}); from bot.cli import main; sys.exit(main())",
+            "runner",
+            "--control",
+            self.path,
+            "--parent",
+            str(os.getpid()),
+            *self.log_args,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not stop.is_set():
+            if self.proc.returncode is not None:
+                return _status(self.proc.returncode)
+            with contextlib.suppress(httpx.HTTPError, OSError):
+                if (await self._client.get("/state", timeout=2)).status_code == 200:
+                    return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), 0.05)
+        if stop.is_set():
+            return None
+        log.error("the runner process did not start within %gs", timeout)
+        self.kill()
+        return 1
+
+    async def wait(self) -> int:
+        assert self.proc is not None
+        return _status(await self.proc.wait())
+
+    async def state(self) -> str:
+        """What the child's runner is: leader, standby, stopping, or unreachable."""
+        try:
+            response = await self._client.get("/state", timeout=2)
+            return str(response.json()["runner"])
+        except (httpx.HTTPError, OSError, ValueError, KeyError, TypeError):
+            return "unreachable"
+
+    async def exposition(self) -> bytes | None:
+        """The child's metrics page, or None when it does not answer."""
+        try:
+            response = await self._client.get("/metrics", timeout=10)
+        except (httpx.HTTPError, OSError):
+            return None
+        return response.content if response.status_code == 200 else None
+
+    def scan(self, namespace: str | None) -> str:
+        """The answer to ``scan``, from the child (it holds the Kubernetes client); in a thread."""
+        try:
+            response = self._sync.get("/scan", params={"namespace": namespace or ""}, timeout=600)
+            response.raise_for_status()
+        except httpx.HTTPError as err:
+            log.warning("scan: the runner process did not answer: %s", type(err).__name__)
+            return "I could not scan: the bot's runner did not answer. Try again in a minute."
+        return response.text
+
+    async def stop(self) -> int:
+        """SIGTERM, then wait for it to end its steps (its grace, and a margin): its exit status."""
+        if self.proc is None:
+            return 0
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+        try:
+            return _status(await asyncio.wait_for(self.proc.wait(), self.grace + 15))
+        except TimeoutError:
+            log.error("the runner process did not stop within %gs: killing it", self.grace + 15)
+            self.kill()
+            return 1
+
+    def kill(self) -> None:
+        """Nothing outlives the edge (also the child's own PR_SET_PDEATHSIG)."""
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _status(returncode: int) -> int:
+    """A child's exit status as a shell reports it (killed by signal N: 128 + N)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+# ---------------------------------------------------------------------------------- the runner
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGKILL this process when the edge dies, however it dies (a crash leaves no runner
+    holding the lease); and exit at once if it is already gone."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    if os.getppid() != parent:
+        log.error("the serving process is gone: not starting the runner")
+        sys.exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def run_runner(settings: Settings, control: str, parent: int) -> int:
+    """``python -m bot runner`` (started by ``serve``): the engine and the runner, until SIGTERM."""
+    _die_with_parent(parent)
+    engine = Engine.from_settings(settings)  # a SettingsError (KUBECONFIG) ends it with status 2
+    return asyncio.run(_run_runner(settings, engine, control))
+
+
+async def _run_runner(settings: Settings, engine: Engine, control: str) -> int:
+    metrics.REGISTRY.register(metrics.StateCollector(engine.metrics_rows, lambda: engine.runner.is_leader))
+
+    def state() -> str:
         if engine.stopping:
             return "stopping"
         return "leader" if engine.runner.is_leader else "standby"
 
-    metrics.REGISTRY.register(metrics.StateCollector(engine.metrics_rows, lambda: engine.runner.is_leader))
-    web_app = build_web_app(
-        None if settings.socket_mode else bolt, engine.store, settings.slack_signing_secret or "", runner_state
-    )
-    runner = web.AppRunner(web_app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", settings.port).start()
-    engine.start()
-    socket_handler = None
-    if settings.socket_mode:
-        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+    async def state_page(_: web.Request) -> web.Response:
+        return web.json_response({"runner": state(), "instance": engine.runner.instance, "pid": os.getpid()})
 
-        socket_handler = AsyncSocketModeHandler(bolt, settings.slack_app_token)
-        await socket_handler.connect_async()
-    log.info("serving", extra={"port": settings.port, "mode": "socket" if socket_handler else "http"})
+    async def metrics_page(_: web.Request) -> web.Response:
+        body = await asyncio.to_thread(metrics.exposition)
+        return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
+
+    async def scan_page(request: web.Request) -> web.Response:
+        namespace = request.query.get("namespace") or None
+        text = await asyncio.to_thread(engine.scan, namespace, slack_handlers.COMMAND)
+        return web.Response(text=text)
+
+    control_app = web.Application()
+    control_app.router.add_get("/state", state_page)
+    control_app.router.add_get("/metrics", metrics_page)
+    control_app.router.add_get("/scan", scan_page)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    engine.start()
+    site = web.AppRunner(control_app, access_log=None)
+    await site.setup()
+    await web.UnixSite(site, control).start()
+    _settle_heap()
+    log.info("runner process started", extra={"pid": os.getpid(), "instance": engine.runner.instance})
     await stop.wait()
-    log.info("shutting down: no new work; waiting up to %gs for the steps under way", settings.shutdown_grace_seconds)
-    if socket_handler is not None:
-        await socket_handler.close_async()
-    await runner.cleanup()
+    log.info("runner: no new work; waiting up to %gs for the steps under way", settings.shutdown_grace_seconds)
     drained = await asyncio.to_thread(engine.stop, settings.shutdown_grace_seconds)
+    await site.cleanup()
     log.info("stopped" if drained else "stopped with steps cut short; the next runner resumes them")
-
-
-def serve(settings: Settings) -> None:
-    """Connect to Redis and Kubernetes (a bad KUBECONFIG is a SettingsError), then serve until SIGTERM."""
-    engine = Engine.from_settings(settings)
-    asyncio.run(_run(settings, engine))
+    return 0

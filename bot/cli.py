@@ -1,5 +1,7 @@
 """Command line: ``milvus-pulsar-upgrade-bot serve|demo`` (also ``python -m bot``).
 
+``runner`` (not listed) is the child process ``serve`` starts: the engine and the runner.
+
 A configuration error prints one line naming the variable and exits with status 2; no
 traceback ever reaches the terminal for a mistake the user can fix.
 """
@@ -26,8 +28,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the bot: Slack over HTTP on $PORT (or Socket Mode with SLACK_APP_TOKEN), "
         "the Redis-backed runner, and the health endpoints.",
     )
-    serve.add_argument("--log-format", choices=["json", "text"], default=None, help="log line format (LOG_FORMAT)")
-    serve.add_argument("--log-level", default=None, help="logging level (LOG_LEVEL, default INFO)")
+    runner = sub.add_parser("runner", help=argparse.SUPPRESS)  # serve's child process, not for people
+    runner.add_argument("--control", required=True, help=argparse.SUPPRESS)
+    runner.add_argument("--parent", type=int, required=True, help=argparse.SUPPRESS)
+    for cmd in (serve, runner):
+        cmd.add_argument("--log-format", choices=["json", "text"], default=None, help="log line format (LOG_FORMAT)")
+        cmd.add_argument("--log-level", default=None, help="logging level (LOG_LEVEL, default INFO)")
     demo = sub.add_parser(
         "demo",
         help="offline rehearsal: the real bot against the sandbox cluster, Slack and a private Redis",
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return int(bench.main(argv[1:]))
     args = _parser().parse_args(argv)
-    if args.command == "serve":
+    if args.command in ("serve", "runner"):
         try:
             settings = settings_mod.load()
         except settings_mod.SettingsError as err:
@@ -88,11 +94,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         logs.setup(level=level, fmt=fmt, secrets=settings.secrets())
         try:
-            app.serve(settings)
+            if args.command == "runner":
+                return app.run_runner(settings, args.control, args.parent)
+            return app.serve(settings, ["--log-format", fmt, "--log-level", level])
         except settings_mod.SettingsError as err:
             print(str(err), file=sys.stderr)
             return 2
-        return 0
     from bot import demo
 
     return demo.run(interactive=args.interactive, verbose=args.verbose, mode=args.mode, helm_major=args.helm)

@@ -12,6 +12,11 @@ every replica reports the same truth and nothing drifts after a restart.
 - ``mpub_slack_api_calls_total{method,result}``, ``mpub_slack_rate_limited_total{method}``
 - ``mpub_kubernetes_api_errors_total{kind}``, ``mpub_milvus_api_errors_total{kind}``
 - ``mpub_runner_leader``: 1 when this process holds the runner lease, else 0
+
+``serve`` is two processes (the Slack edge and the runner, see ``bot.app``); the runner's are
+most of these. The edge's ``/metrics`` asks the runner for its page and ``merged`` makes one
+exposition of the two: each family once, the samples of both (counters and histograms summed
+where both have the same series).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -100,3 +107,38 @@ class StateCollector(Collector):
 
 def exposition() -> bytes:
     return generate_latest(REGISTRY)
+
+
+class _Fixed(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
+
+
+def merged(*pages: bytes) -> bytes:
+    """One exposition of several processes' pages: a family in more than one is written once,
+    with the samples of all; a series in more than one has its values summed (counters,
+    histogram buckets, counts and sums), except ``_created`` (the earliest) and gauges (the first)."""
+    families: dict[str, Metric] = {}
+    for page in pages:
+        for family in text_string_to_metric_families(page.decode("utf-8")):
+            have = families.get(family.name)
+            if have is None:
+                families[family.name] = family
+                continue
+            where = {(s.name, tuple(sorted(s.labels.items()))): i for i, s in enumerate(have.samples)}
+            for sample in family.samples:
+                i = where.get((sample.name, tuple(sorted(sample.labels.items()))))
+                if i is None:
+                    have.samples.append(sample)
+                    continue
+                old = have.samples[i]
+                if sample.name.endswith("_created"):
+                    have.samples[i] = old._replace(value=min(old.value, sample.value))
+                elif have.type != "gauge":
+                    have.samples[i] = old._replace(value=old.value + sample.value)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(list(families.values())))
+    return generate_latest(registry)

@@ -3,7 +3,9 @@
 ``start()`` returns once ``GET /healthz`` answers 200; ``kill()`` is a crash: SIGKILL to the bot
 and every process it started (a helm it is running dies with it, as in a pod that dies);
 ``restart()`` starts a fresh process with the same environment. The process's log lines
-(stderr) are kept in a file for assertions such as "no secret in the log".
+(stderr) are kept in a file for assertions such as "no secret in the log". ``serve`` is two
+processes, the Slack edge and its child the runner (see bot/app.py): ``runner_pids()`` lists
+the latter; both write to the same log.
 """
 
 from __future__ import annotations
@@ -54,6 +56,23 @@ class BotProcess:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"the bot did not become healthy:\n{self.log()[-3000:]}")
+
+    def runner_pids(self) -> list[int]:
+        """The pids of the edge's child processes (the runner), read from /proc."""
+        if self.proc is None:
+            return []
+        found: set[int] = set()
+        try:
+            tasks = os.listdir(f"/proc/{self.proc.pid}/task")
+        except OSError:
+            return []
+        for task in tasks:
+            try:
+                with open(f"/proc/{self.proc.pid}/task/{task}/children", encoding="ascii") as fh:
+                    found.update(int(pid) for pid in fh.read().split())
+            except OSError:
+                continue
+        return sorted(found)
 
     def log(self) -> str:
         if not os.path.exists(self.log_path):

@@ -50,3 +50,13 @@ JOBS = f"{PREFIX}apscheduler:jobs"
 
 RUN_TIMES = f"{PREFIX}apscheduler:run_times"
 """Sorted set: APScheduler's RedisJobStore next run times."""
+
+RUNNER_WAKEUP = f"{PREFIX}runner:wakeup"
+"""Pub/sub channel: a process that queued a run (the Slack edge, a standby runner) publishes the
+upgrade id here, and the active runner looks at the job store at once instead of at its next lease tick."""
+
+
+def schedule_lock(upgrade_id: str) -> str:
+    """String with a short TTL: held while one process reads and replaces the queued run of an upgrade,
+    so that the edge's "run now" and the runner's "run at the reminder" cannot interleave."""
+    return f"{PREFIX}runner:schedule:{upgrade_id}"

@@ -17,6 +17,14 @@ upgrade again, so nothing skipped is lost.
 
 The job function is referenced by its import path, so the job store only ever holds
 ``(path, upgrade_id)``; a job never carries secrets.
+
+A process that queues without running (``run_jobs=False``: the Slack edge of ``serve``, which
+runs in a process of its own) never takes the lease. A run queued by any process other than the
+active runner is announced on the ``keys.RUNNER_WAKEUP`` channel, to which every runner listens:
+the active one looks at the job store at once (``scheduler.wakeup()``) rather than at its next
+lease tick, which stays as the fallback should a message be lost. The read and replace of one
+upgrade's queued run hold a short Redis lock (``keys.schedule_lock``) besides the in-process
+one, since the edge and the runner are different processes.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,6 +43,7 @@ from apscheduler.executors.pool import BasePoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.redis import RedisJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from redis.exceptions import LockError
 
 from state import keys
 from state.store import Fence, fenced
@@ -97,8 +106,10 @@ class Runner:
         on_leader: Callable[[], None] | None = None,
         lease_seconds: float = 15.0,
         workers: int = 4,
+        run_jobs: bool = True,
     ) -> None:
         self.redis = client
+        self.run_jobs = run_jobs  # False: only queue (never take the lease, never run a job)
         self.job_ref = job_ref
         self.on_leader = on_leader
         self.lease_ms = int(lease_seconds * 1000)
@@ -117,18 +128,26 @@ class Runner:
         )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._lease_loop, name="runner-lease", daemon=True)
+        self._listener = threading.Thread(target=self._wakeup_loop, name="runner-wakeup", daemon=True)
 
     def start(self) -> None:
+        # Started (paused), even when it only queues: a never-started scheduler keeps added jobs in
+        # memory instead of writing them to the job store.
         self.scheduler.start(paused=True)
-        self._thread.start()
+        if self.run_jobs:
+            self._thread.start()
+            self._listener.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(5)
+        if self.run_jobs:
+            self._thread.join(5)
+            self._listener.join(5)
         with contextlib.suppress(Exception):
             self.scheduler.shutdown(wait=False)
-        with contextlib.suppress(redis.RedisError):
-            self.redis.eval(_RELEASE, 1, keys.RUNNER_LEASE, self.instance)
+        if self.run_jobs:
+            with contextlib.suppress(redis.RedisError):
+                self.redis.eval(_RELEASE, 1, keys.RUNNER_LEASE, self.instance)
 
     def has_queued(self, upgrade_id: str) -> bool:
         """Whether a run of ``upgrade_id`` is queued in the job store."""
@@ -140,16 +159,62 @@ class Runner:
         The read and the replace are one step under a lock: a click's "run now" and the engine's
         "run at the reminder" at the same moment must not both read "nothing queued" and let the
         later write (the reminder, an hour away) replace the earlier (found by the benchmark: the
-        upgrade then slept until the reminder)."""
+        upgrade then slept until the reminder). The lock is also taken in Redis, for the edge and
+        the runner of ``serve`` are two processes.
+
+        Queued anywhere but on the active runner, the run is announced on ``keys.RUNNER_WAKEUP``."""
         job_id = f"advance:{upgrade_id}"
-        run_at = datetime.now(UTC) + timedelta(seconds=delay)
-        with self._schedule_lock:
+        with self._schedule_lock, self._queue_lock(upgrade_id):
+            run_at = datetime.now(UTC) + timedelta(seconds=delay)
             existing = self.scheduler.get_job(job_id)
-            if existing is not None and existing.next_run_time is not None and existing.next_run_time <= run_at:
-                return
-            self.scheduler.add_job(
-                self.job_ref, "date", run_date=run_at, args=[upgrade_id], id=job_id, replace_existing=True
-            )
+            if existing is None or existing.next_run_time is None or existing.next_run_time > run_at:
+                self.scheduler.add_job(
+                    self.job_ref, "date", run_date=run_at, args=[upgrade_id], id=job_id, replace_existing=True
+                )
+        if not self.is_leader:
+            try:
+                self.redis.publish(keys.RUNNER_WAKEUP, upgrade_id)
+            except redis.RedisError as err:  # queued all the same: the runner finds it at its next lease tick
+                log.warning("could not wake the runner: %s", err)
+
+    @contextlib.contextmanager
+    def _queue_lock(self, upgrade_id: str) -> Iterator[None]:
+        """The cross-process half of ``schedule``'s lock; after 5 s of waiting, go on without it
+        (a run queued late is worse than the rare race the lock closes)."""
+        lock = self.redis.lock(keys.schedule_lock(upgrade_id), timeout=10, sleep=0.005, blocking_timeout=5)
+        acquired = lock.acquire()
+        if not acquired:
+            log.warning("the queue lock of %s is held too long: queuing without it", upgrade_id)
+        try:
+            yield
+        finally:
+            if acquired:
+                with contextlib.suppress(LockError):
+                    lock.release()
+
+    def _wakeup_loop(self) -> None:
+        """Listen on ``keys.RUNNER_WAKEUP``: a run queued by another process is looked at at once."""
+        pubsub: Any = None
+        while not self._stop.is_set():
+            try:
+                if pubsub is None:
+                    pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(keys.RUNNER_WAKEUP)
+                message = pubsub.get_message(timeout=1.0)
+                if message is not None and message.get("type") == "message" and self.is_leader:
+                    data = message.get("data")
+                    upgrade_id = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+                    log.info("a run queued by another process woke the runner", extra={"upgrade_id": upgrade_id})
+                    self.scheduler.wakeup()
+            except (redis.RedisError, OSError, ValueError):
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        pubsub.close()
+                pubsub = None
+                self._stop.wait(1.0)  # Redis is away: the lease loop says so; try again
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                pubsub.close()
 
     def _lease_loop(self) -> None:
         interval = self.lease_ms / 3000
