@@ -28,7 +28,7 @@ from sandbox import tools
 from sandbox.chartrepo import ChartRepo
 from sandbox.kube.controllers import ClusterSim
 from sandbox.kube.server import KubeApiServer
-from sandbox.kube.store import Store
+from sandbox.kube.store import Event, Store
 from sandbox.milvus import MilvusSim
 from sandbox.slack import SlackSim
 
@@ -191,7 +191,7 @@ class World:
             self.kube.register_service_backend(namespace, f"{name}-milvus", 9091, milvus.mgmt_url)
             self.kube.register_service_backend(namespace, f"{name}-milvus", 19530, milvus.rest_url)
             self.releases[key] = Release(name, namespace, milvus, config)
-            self.store.subscribe(_follow_service(milvus, namespace, f"{name}-milvus"))
+            self.store.listen(_follow_service(milvus, namespace, f"{name}-milvus"))
         return self.releases[key]
 
     def seed_operator(self) -> None:
@@ -298,7 +298,10 @@ def _follow_service(milvus: MilvusSim, namespace: str, service: str) -> Any:
     resource deleted), back with its data when it is installed again, its loaded collections then
     reloading (LoadStateLoading for a few polls) as the query nodes do after a restart."""
 
-    def on_event(event: str, key: str, obj: dict[str, Any]) -> None:
+    def on_event(entry: Event) -> None:  # a store listener: the object is shared, read only
+        _, event, key, obj, _ = entry
+        if key != "services":
+            return
         meta = obj.get("metadata") or {}
         if key != "services" or meta.get("namespace") != namespace or meta.get("name") != service:
             return

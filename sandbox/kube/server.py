@@ -55,6 +55,7 @@ import collections
 import contextlib
 import copy
 import json
+import logging
 import re
 import ssl
 import tempfile
@@ -86,6 +87,8 @@ from sandbox.kube.store import (
     unsupported_patch,
 )
 from sandbox.tls import ServerCert
+
+log = logging.getLogger(__name__)
 
 JSON = "application/json"
 _PATCH_TYPES = {
@@ -242,6 +245,8 @@ class KubeApiServer:
         self._denies: list[_Deny] = []
         self._backends: dict[tuple[str, str, int], str] = {}
         self._snapshots: collections.OrderedDict[str, _Snapshot] = collections.OrderedDict()
+        self._hub = _WatchHub()
+        self.store.listen(self._hub.on_event)
         self._session: aiohttp.ClientSession | None = None
         self.app = web.Application(client_max_size=16 * 1024 * 1024)
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -895,7 +900,7 @@ class KubeApiServer:
         if not opts.field_manager:
             raise bad_request("PATCH request requires fieldManager parameter to be set for apply")
         try:
-            config = yaml.safe_load(raw) if raw else None
+            config = _load_yaml(raw) if raw else None
         except yaml.YAMLError as exc:
             raise bad_request(f"error decoding YAML: {exc}") from None
         if not isinstance(config, dict):
@@ -1110,13 +1115,7 @@ class KubeApiServer:
         if rv_param not in ("", "0") and not rv_param.isdigit():
             raise bad_request(f'resourceVersion: Invalid value: "{rv_param}": invalid resource version')
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Event] = asyncio.Queue()
-
-        def on_event(event: Event) -> None:
-            if event[2] == rt.key:
-                with contextlib.suppress(RuntimeError):  # loop already closed
-                    loop.call_soon_threadsafe(queue.put_nowait, event)
-
+        queue: asyncio.Queue[_Seen] = asyncio.Queue()
         initial_events = _send_initial_events(query)
         stream = _WatchStream(rt, target.namespace, matches)
         stream.initial_events_end = initial_events is True
@@ -1124,12 +1123,15 @@ class KubeApiServer:
         if as_table is not None:
             render = as_table
             stream.render = lambda obj: render([obj], {"resourceVersion": obj["metadata"].get("resourceVersion", "")})
+            stream.shared_encoding = False
+        watcher = _Watcher(stream, loop, queue)
+        stream.bookmark_rv = lambda: self._hub.bookmark_rv(watcher, self.store.lock)
         with self.store.lock:
-            unlisten = self.store.listen(on_event)
+            unlisten = self._hub.add(watcher, self.store.lock)
             try:
                 backlog: list[Event] = []
                 if initial_events is True or (initial_events is None and rv_param in ("", "0")):
-                    stream.initial = self.store.list(rt.key, target.namespace)
+                    stream.initial = self.store.list_shared(rt.key, target.namespace)  # read only
                     stream.last_rv = self.store.resource_version
                 elif rv_param in ("", "0"):  # sendInitialEvents=false: from now on
                     stream.last_rv = self.store.resource_version
@@ -1194,6 +1196,99 @@ class KubeApiServer:
             self._session = None
 
 
+@dataclass
+class _Seen:
+    """One store event as one watch sees it (the store's shared object, never mutated)."""
+
+    rv: int
+    kind: str  # ADDED / MODIFIED / DELETED, as this watch sees it
+    obj: dict[str, Any]
+    encoded: dict[str, bytes]  # kind -> the event's JSON line, shared by every watch of the event
+
+
+@dataclass(eq=False)
+class _Watcher:
+    stream: _WatchStream
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[_Seen]
+    posted_rv: int = 0  # the newest event handed to this watch (written and read under the store lock)
+
+
+class _WatchHub:
+    """Hands each store event only to the watches of its resource and namespace.
+
+    One store listener for all the server's watches, indexed by (resource key, namespace; None
+    for a watch of every namespace or of a cluster-scoped kind). The selection (namespace,
+    label and field selectors, and an object entering or leaving it) is decided here, on the
+    writing thread under the store's lock, so an event no watch selects never reaches the
+    event loop; the watches that do see it share one JSON encoding of it.
+
+    Bookmarks: a watch that ends with a BOOKMARK reports the newest resourceVersion of its
+    resource it is sure of, as before when it saw (and skipped) every event of its resource:
+    ``bookmark_rv`` is the newest event of the resource once everything handed to the watch
+    has been written, else the last event written.
+    """
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, dict[str | None, list[_Watcher]]] = {}
+        self._latest: dict[str, int] = {}  # resource key -> resourceVersion of its newest event
+
+    def add(self, watcher: _Watcher, lock: Any) -> Callable[[], None]:
+        """Register (call with the store lock held, as with ``Store.listen``); returns the removal."""
+        stream = watcher.stream
+        ns = stream.namespace if stream.rt.namespaced and stream.namespace else None
+        with lock:
+            self._by_key.setdefault(stream.rt.key, {}).setdefault(ns, []).append(watcher)
+
+        def remove() -> None:
+            with lock:
+                group = self._by_key.get(stream.rt.key, {})
+                watchers = group.get(ns, [])
+                if watcher in watchers:
+                    watchers.remove(watcher)
+                if not watchers:
+                    group.pop(ns, None)
+
+        return remove
+
+    def on_event(self, event: Event) -> None:
+        """The store listener (on the writing thread, with the store lock held)."""
+        rv, _, key, obj, _ = event
+        self._latest[key] = rv
+        group = self._by_key.get(key)
+        if not group:
+            return
+        ns = (obj.get("metadata") or {}).get("namespace")
+        watchers = [*group.get(None, ()), *(group.get(ns, ()) if ns else ())]
+        encoded: dict[str, bytes] = {}
+        posts: dict[asyncio.AbstractEventLoop, list[tuple[_Watcher, _Seen]]] = {}
+        for watcher in watchers:
+            try:
+                seen = watcher.stream.translate(event)
+            except Exception:
+                log.exception("watch filter failed on %s %s", event[1], key)
+                continue
+            if seen is None:
+                continue
+            watcher.posted_rv = rv
+            posts.setdefault(watcher.loop, []).append((watcher, _Seen(rv, seen[0], seen[1], encoded)))
+        for loop, items in posts.items():
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                loop.call_soon_threadsafe(_post, items)
+
+    def bookmark_rv(self, watcher: _Watcher, lock: Any) -> int:
+        stream = watcher.stream
+        with lock:
+            if watcher.posted_rv > stream.last_rv:  # handed over, not yet written
+                return stream.last_rv
+            return max(stream.last_rv, self._latest.get(stream.rt.key, 0))
+
+
+def _post(items: list[tuple[_Watcher, _Seen]]) -> None:
+    for watcher, seen in items:
+        watcher.queue.put_nowait(seen)
+
+
 class _WatchStream:
     """Turns store events into the watch events one client should see, and writes them."""
 
@@ -1206,6 +1301,8 @@ class _WatchStream:
         self.last_rv = 0
         self.initial_events_end = False  # watch-list: a BOOKMARK marks the end of the initial ADDEDs
         self.render: Callable[[dict[str, Any]], dict[str, Any]] = lambda obj: obj  # e.g. into a Table
+        self.shared_encoding = True  # False when render makes this watch's lines its own
+        self.bookmark_rv: Callable[[], int] = lambda: self.last_rv
 
     def _visible(self, obj: dict[str, Any] | None) -> bool:
         if obj is None:
@@ -1230,7 +1327,7 @@ class _WatchStream:
         self,
         resp: web.StreamResponse,
         request: web.Request,
-        queue: asyncio.Queue[Event],
+        queue: asyncio.Queue[_Seen],
         backlog: list[Event],
         timeout: float,
         bookmarks: bool,
@@ -1252,14 +1349,14 @@ class _WatchStream:
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
             try:
-                event = await asyncio.wait_for(queue.get(), min(remaining, 1.0))
+                seen = await asyncio.wait_for(queue.get(), min(remaining, 1.0))
             except TimeoutError:
                 if request.transport is None or request.transport.is_closing():
                     return
                 continue
-            await self._emit(resp, event)
+            await self._emit_seen(resp, seen)
         if bookmarks:
-            meta = {"resourceVersion": str(self.last_rv or 0)}
+            meta = {"resourceVersion": str(self.bookmark_rv() or 0)}
             await _send(resp, "BOOKMARK", {"kind": self.rt.kind, "apiVersion": self.rt.api_version, "metadata": meta})
         await resp.write_eof()
 
@@ -1271,9 +1368,26 @@ class _WatchStream:
         if seen is not None:
             await _send(resp, seen[0], self.render(seen[1]))
 
+    async def _emit_seen(self, resp: web.StreamResponse, seen: _Seen) -> None:
+        """A live event the hub already selected for this watch."""
+        if seen.rv <= self.last_rv:  # already sent from the backlog
+            return
+        self.last_rv = seen.rv
+        if not self.shared_encoding:
+            await _send(resp, seen.kind, self.render(seen.obj))
+            return
+        line = seen.encoded.get(seen.kind)
+        if line is None:
+            line = seen.encoded[seen.kind] = _line(seen.kind, seen.obj)
+        await resp.write(line)
+
+
+def _line(kind: str, obj: dict[str, Any]) -> bytes:
+    return (json.dumps({"type": kind, "object": obj}) + "\n").encode()
+
 
 async def _send(resp: web.StreamResponse, kind: str, obj: dict[str, Any]) -> None:
-    await resp.write((json.dumps({"type": kind, "object": obj}) + "\n").encode())
+    await resp.write(_line(kind, obj))
 
 
 # ---- helpers ----
@@ -1474,6 +1588,19 @@ def _raise(exc: ApiError) -> dict[str, Any]:
     raise exc
 
 
+def _load_yaml(raw: bytes) -> Any:
+    """``yaml.safe_load``, parsed by libyaml when PyYAML has it (the same loader's resolver and
+    constructor, so the same result); a document libyaml refuses is parsed again by the Python
+    loader, so the error is the one ``yaml.safe_load`` reports."""
+    loader = getattr(yaml, "CSafeLoader", None)
+    if loader is not None:
+        try:
+            return yaml.load(raw, Loader=loader)
+        except yaml.YAMLError:
+            pass
+    return yaml.safe_load(raw)
+
+
 def _try_json(raw: bytes) -> Any:
     if not raw:
         return None
@@ -1517,7 +1644,7 @@ def _parse_body(request: web.Request, raw: bytes) -> Any:
     if not raw:
         raise bad_request("the body of the request was empty")
     try:
-        return yaml.safe_load(raw) if ctype.endswith("yaml") else json.loads(raw)
+        return _load_yaml(raw) if ctype.endswith("yaml") else json.loads(raw)
     except (ValueError, yaml.YAMLError) as exc:
         raise bad_request(f"couldn't get version/kind; json parse error: {exc}") from None
 

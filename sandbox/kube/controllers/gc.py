@@ -39,8 +39,9 @@ class GarbageCollector:
         store = self.ctx.store
         objects: list[tuple[ResourceType, Obj]] = []
         for rt in _kinds(namespaced=True) if namespace else []:
-            objects += [(rt, o) for o in store.list(rt.key, namespace)]
-        cluster = [(rt, o) for rt in _kinds(namespaced=False) for o in store.list(rt.key)]
+            objects += [(rt, o) for o in store.list_shared(rt.key, namespace)]
+        # shared with the store (read only: every write below starts from a copy)
+        cluster = [(rt, o) for rt in _kinds(namespaced=False) for o in store.list_shared(rt.key)]
         by_uid = {o["metadata"]["uid"]: (rt, o) for rt, o in objects + cluster}
         scoped = objects if namespace else cluster
         blocking: dict[str, int] = {}

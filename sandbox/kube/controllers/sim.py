@@ -32,7 +32,7 @@ from sandbox.kube.controllers.operator import MilvusOperator
 from sandbox.kube.controllers.pods import PodController
 from sandbox.kube.controllers.storage import PV, PVC, SC, StorageController, claim_names, ensure_storage_class
 from sandbox.kube.controllers.workloads import DeploymentController, ReplicaSetController, StatefulSetController
-from sandbox.kube.store import ApiError, Store
+from sandbox.kube.store import ApiError, Event, Store
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,8 @@ class ClusterSim:
     def start(self) -> ClusterSim:
         if self._thread is not None:
             return self
-        self._unsubscribe = self.store.subscribe(self._on_store_event)
+        # a watch listener, not a subscriber: the engine only reads the object (no copy per event)
+        self._unsubscribe = self.store.listen(self._on_store_event)
         ensure_storage_class(self.store, self.config.storage_class, self.config.reclaim_policy)
         self._thread = threading.Thread(target=self._run, name="cluster-sim", daemon=True)
         self._thread.start()
@@ -173,9 +174,9 @@ class ClusterSim:
             ensure_storage_class(self.store, self.config.storage_class, policy)
 
     # -- queueing --------------------------------------------------------------------------
-    def _on_store_event(self, event_type: str, key: str, obj: dict[str, Any]) -> None:
+    def _on_store_event(self, entry: Event) -> None:
         with self._cond:
-            self._events.append((event_type, key, obj))
+            self._events.append((entry[1], entry[2], entry[3]))  # shared with the store: read only
             self._cond.notify_all()
 
     def _enqueue(self, request: Request) -> None:
@@ -359,7 +360,7 @@ class ClusterSim:
     def _expand(self, key: str, namespace: str | None) -> None:
         if key == MILVUS_KEY and self.operator is None:
             return
-        objs = self.store.list(key, namespace)  # never call the store with the condition held
+        objs = self.store.list_shared(key, namespace)  # never call the store with the condition held
         with self._cond:
             for obj in objs:
                 meta = obj["metadata"]

@@ -140,7 +140,7 @@ class StorageController:
         return True
 
     def _in_use(self, namespace: str, claim: str) -> bool:
-        for pod in self.ctx.store.list("pods", namespace):
+        for pod in self.ctx.store.list_shared("pods", namespace):  # read only
             phase = (pod.get("status") or {}).get("phase")
             if not deleting(pod) and phase not in ("Succeeded", "Failed") and claim in claim_names(pod):
                 return True
@@ -262,7 +262,7 @@ class StorageController:
         """A scheduled pod that is not going away mounts the claim (WaitForFirstConsumer)."""
         return any(
             claim in claim_names(pod) and pod["spec"].get("nodeName") and not deleting(pod)
-            for pod in self.ctx.store.list("pods", namespace)
+            for pod in self.ctx.store.list_shared("pods", namespace)  # read only
         )
 
     def _bind_static(self, pvc: Obj, volume_name: str) -> None:

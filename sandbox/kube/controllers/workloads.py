@@ -301,7 +301,8 @@ class StatefulSetController(_OwnerBase):
 
     def _update_status(self, sts: Obj, revision: str) -> None:
         name = sts["metadata"]["name"]
-        pods = [p for p in owned_by_name(self.ctx.store.list("pods", sts["metadata"]["namespace"]), self.kind, name)]
+        shared = self.ctx.store.list_shared("pods", sts["metadata"]["namespace"])  # read only
+        pods = [p for p in owned_by_name(shared, self.kind, name)]
         pods = [p for p in pods if p["metadata"]["ownerReferences"][0].get("uid") == sts["metadata"]["uid"]]
         ready = sum(1 for p in pods if pod_ready(p))
         current = sum(1 for p in pods if p["metadata"]["labels"].get("controller-revision-hash") == revision)
