@@ -220,3 +220,30 @@ def error_closed(step: str, reason: str, outcome: str, by: str | None) -> tuple[
 
 def note(text: str) -> tuple[str, list[Block]]:
     return text, [section(text)]
+
+
+# ---------------------------------------------------------------- facts in words (no I/O)
+
+
+def flush_text(summary: dict[str, Any]) -> str:
+    lines = []
+    for db, info in sorted(summary.get("databases", {}).items()):
+        lines.append(
+            f"• `{db}`: {len(info['collections'])} collections, {info['segments']} segments flushed "
+            f"({info['seconds']}s)"
+        )
+    return "\n".join(lines) or "• no databases"
+
+
+def volumes_text(pvcs: list[dict[str, Any]], pvs: list[dict[str, Any]]) -> str:
+    if not pvcs:
+        return "• no Pulsar V2 PVCs"
+    lines = [f"• PVC `{p['name']}`: {p['size']}, storage class `{p['storage_class']}`" for p in pvcs]
+    lines += [f"• PV `{v['name']}`: reclaim policy {v['reclaim']}" for v in pvs]
+    retained = [v["name"] for v in pvs if v["reclaim"] != "Delete"]
+    if retained:
+        lines.append(
+            f"PVs with reclaim policy Retain keep their disks after the PVC goes; the bot deletes the PV objects "
+            f"({', '.join(retained)}) but the storage behind them may need deleting in your cloud console."
+        )
+    return "\n".join(lines)

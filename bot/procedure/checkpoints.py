@@ -17,8 +17,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.procedure import flush, volumes
-from bot.views import Block, body_fits, body_sections, button, clock, confirm, context, section
+from bot.views import (
+    Block,
+    body_fits,
+    body_sections,
+    button,
+    clock,
+    confirm,
+    context,
+    flush_text,
+    section,
+    volumes_text,
+)
 from state.model import EXPIRED, Checkpoint, Post, Upgrade
 
 DESTRUCTIVE = frozenset({"flush_done", "pvc_list", "reinstall", "restore"})
@@ -35,13 +45,13 @@ def checkpoint_body(cp: Checkpoint) -> str:
     note = f"*{t['note']}*\n" if t.get("note") else ""
     if cp.kind == "flush_done" and t.get("operator"):
         return (
-            f"{note}Flushed every database of `{t['release']}`:\n{flush.flush_text(t.get('flush', {}))}\n"
+            f"{note}Flushed every database of `{t['release']}`:\n{flush_text(t.get('flush', {}))}\n"
             "Approving confirms that *all writers are stopped*, and lets me flush once more and save the Milvus "
             "resource's manifest; deleting the resource (and Pulsar V2 with it) waits for the next checkpoint."
         )
     if cp.kind == "flush_done":
         return (
-            f"{note}Flushed every database of `{t['release']}`:\n{flush.flush_text(t.get('flush', {}))}\n"
+            f"{note}Flushed every database of `{t['release']}`:\n{flush_text(t.get('flush', {}))}\n"
             "Approving confirms that *all writers are stopped*, and lets me flush once more, save the values "
             "and *stop Milvus (helm uninstall) and delete Pulsar V2*."
         )
@@ -49,14 +59,14 @@ def checkpoint_body(cp: Checkpoint) -> str:
         return (
             f"{note}milvus-operator will delete these Pulsar PVCs (labels `app=pulsar,release={t['release']}-pulsar`) "
             f"in namespace `{t['namespace']}` when the Milvus resource goes; I then delete the PVs left:\n"
-            f"{volumes.volumes_text(t.get('pvcs', []), t.get('pvs', []))}\n"
+            f"{volumes_text(t.get('pvcs', []), t.get('pvs', []))}\n"
             "Approving patches the resource (etcd and MinIO: Retain, PVCs kept; Pulsar: Delete with its PVCs) and "
             "deletes it. Before that I list the PVCs again; if the list grew, nothing is changed and I ask again."
         )
     if cp.kind == "pvc_list":
         return (
             f"{note}These PVCs (labels `app=pulsar`) in namespace `{t['namespace']}` and the PVs bound to them "
-            f"will be deleted:\n{volumes.volumes_text(t.get('pvcs', []), t.get('pvs', []))}\n"
+            f"will be deleted:\n{volumes_text(t.get('pvcs', []), t.get('pvs', []))}\n"
             "Before deleting, I list them again; if the list differs, nothing is deleted and I ask again."
         )
     if cp.kind == "reinstall" and t.get("operator"):

@@ -42,16 +42,6 @@ def run_flush(ctx: Ctx) -> dict[str, Any]:
     return {"databases": databases, "seconds": round(time.monotonic() - started, 2), "at": time.time()}
 
 
-def flush_text(summary: dict[str, Any]) -> str:
-    lines = []
-    for db, info in sorted(summary.get("databases", {}).items()):
-        lines.append(
-            f"• `{db}`: {len(info['collections'])} collections, {info['segments']} segments flushed "
-            f"({info['seconds']}s)"
-        )
-    return "\n".join(lines) or "• no databases"
-
-
 def flush(ctx: Ctx) -> Done | Ask:
     cp = ctx.upgrade.latest_checkpoint("flush_done")
     if cp is not None and cp.decision == APPROVED:

@@ -22,7 +22,7 @@ from bot.procedure import pods, verify
 from bot.procedure.common import dig, is_milvus_25, values_diff, version_tuple, with_pulsar_v3
 from bot.procedure.context import Ctx
 from bot.procedure.detect import detect, helm_release
-from bot.procedure.flush import flush, flush_text, run_flush
+from bot.procedure.flush import flush, run_flush
 from bot.procedure.outcome import Ask, Done, Refusal, StepError, Wait
 from bot.procedure.path import Path
 from bot.procedure.shared import (
@@ -35,7 +35,8 @@ from bot.procedure.shared import (
     row_counts,
     write_backup,
 )
-from bot.procedure.volumes import delete_pvcs, helm_pulsar_selector, list_volumes, volumes_text
+from bot.procedure.volumes import delete_pvcs, helm_pulsar_selector, list_volumes
+from bot.views import flush_text, volumes_text
 from state.model import Upgrade, now
 
 FIRST_PULSARV3_CHART = (4, 2, 21)

@@ -20,7 +20,7 @@ from bot.procedure import verify
 from bot.procedure.common import describe_pvc, dig, is_milvus_25, values_diff, version_tuple
 from bot.procedure.context import Ctx
 from bot.procedure.detect import detect
-from bot.procedure.flush import flush, flush_text, run_flush
+from bot.procedure.flush import flush, run_flush
 from bot.procedure.outcome import Ask, Done, Refusal, StepError, Wait
 from bot.procedure.path import Path
 from bot.procedure.pods import wait_ready
@@ -33,7 +33,8 @@ from bot.procedure.shared import (
     row_counts,
     write_backup,
 )
-from bot.procedure.volumes import delete_bound_pvs, list_volumes, volumes_text, wait_pvcs_gone
+from bot.procedure.volumes import delete_bound_pvs, list_volumes, wait_pvcs_gone
+from bot.views import flush_text, volumes_text
 from state.model import APPROVED, Upgrade, now
 
 JSON = dict[str, Any]

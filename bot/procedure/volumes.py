@@ -41,20 +41,6 @@ def list_volumes(ctx: Ctx) -> tuple[list[JSON], list[JSON]]:
     return sorted(pvcs, key=lambda p: p["name"]), sorted(pvs, key=lambda p: p["name"])
 
 
-def volumes_text(pvcs: list[JSON], pvs: list[JSON]) -> str:
-    if not pvcs:
-        return "• no Pulsar V2 PVCs"
-    lines = [f"• PVC `{p['name']}`: {p['size']}, storage class `{p['storage_class']}`" for p in pvcs]
-    lines += [f"• PV `{v['name']}`: reclaim policy {v['reclaim']}" for v in pvs]
-    retained = [v["name"] for v in pvs if v["reclaim"] != "Delete"]
-    if retained:
-        lines.append(
-            f"PVs with reclaim policy Retain keep their disks after the PVC goes; the bot deletes the PV objects "
-            f"({', '.join(retained)}) but the storage behind them may need deleting in your cloud console."
-        )
-    return "\n".join(lines)
-
-
 def delete_pvcs(ctx: Ctx) -> Done | Ask | Wait:
     done = ctx.upgrade.helm.pvcs_deleted
     if done is not None:
