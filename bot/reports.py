@@ -7,12 +7,28 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from bot.procedure.checkpoints import TITLES
-from bot.scan import DONE_ALREADY, NEEDS, NOT_APPLICABLE, Finding
 from bot.views import STEP_TITLES, clock, duration
 from state.model import BLOCKED, CHECKING, Upgrade
+
+# What `scan` found (bot/scan.py finds them; here so the Slack edge reads them without the cluster adapters).
+NEEDS, DONE_ALREADY, NOT_APPLICABLE = "needs this upgrade", "already on Pulsar V3", "not applicable"
+
+
+@dataclass(frozen=True)
+class Finding:
+    name: str
+    namespace: str
+    method: str  # "Helm" or "milvus-operator"
+    chart: str  # e.g. "milvus-4.2.40"; "-" for a Milvus resource
+    milvus: str  # the Milvus version it runs
+    queue: str  # "Pulsar V2", "Pulsar V3", "external Pulsar", "Kafka", "RocksMQ", ...
+    verdict: str
+    why: str = ""
+
 
 SCAN_SHOWN = 100  # installations listed in one answer
 

@@ -17,7 +17,6 @@ Nothing is written anywhere: no record, no audit of calls (there are none to aud
 from __future__ import annotations
 
 import concurrent.futures
-from dataclasses import dataclass
 from typing import Any
 
 from bot.cluster.helm import HelmRelease, find_release
@@ -25,22 +24,10 @@ from bot.cluster.kube import Kube, KubeError
 from bot.procedure.common import dig, is_milvus_25, version_tuple
 from bot.procedure.helm_path import milvus_version, pulsar_v2_enabled
 from bot.procedure.operator_path import _tag as tag_of
+from bot.reports import DONE_ALREADY, NEEDS, NOT_APPLICABLE, Finding
 
 SCAN_WORKERS = 8
 SCAN_SECONDS = 20.0
-NEEDS, DONE_ALREADY, NOT_APPLICABLE = "needs this upgrade", "already on Pulsar V3", "not applicable"
-
-
-@dataclass(frozen=True)
-class Finding:
-    name: str
-    namespace: str
-    method: str  # "Helm" or "milvus-operator"
-    chart: str  # e.g. "milvus-4.2.40"; "-" for a Milvus resource
-    milvus: str  # the Milvus version it runs
-    queue: str  # "Pulsar V2", "Pulsar V3", "external Pulsar", "Kafka", "RocksMQ", ...
-    verdict: str
-    why: str = ""
 
 
 def _version_why(version: str) -> str:
