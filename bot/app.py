@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from aiohttp import ClientError, web
@@ -64,12 +64,15 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
-from bot.procedure.engine import JOB_REF, Engine
+from bot.jobs import JOB_REF
 from bot.settings import Settings, SettingsError
 from handlers import slack as slack_handlers
 from handlers.auth import Authorizer
 from state.runner import Runner
 from state.store import UpgradeStore
+
+if TYPE_CHECKING:
+    from bot.procedure.engine import Engine
 
 log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
@@ -477,6 +480,8 @@ _PR_SET_PDEATHSIG = 1
 def run_runner(settings: Settings, control: str, parent: int) -> int:
     """``python -m bot runner`` (started by ``serve``): the engine and the runner, until SIGTERM."""
     _die_with_parent(parent)
+    from bot.procedure.engine import Engine
+
     engine = Engine.from_settings(settings)  # a SettingsError (KUBECONFIG) ends it with status 2
     return asyncio.run(_run_runner(settings, engine, control))
 

@@ -26,6 +26,7 @@ from bot import audit, logs, metrics, reports, scan, views
 from bot.cluster.helm import HelmCli
 from bot.cluster.kube import Kube, KubeError
 from bot.cluster.milvus import MilvusClient, base_urls
+from bot.jobs import JOB_REF
 from bot.logs import redact
 from bot.notify import Notifier
 from bot.procedure import checkpoints
@@ -59,7 +60,6 @@ from state.runner import Runner
 from state.store import LeaseLost, UpgradeStore
 
 log = logging.getLogger(__name__)
-JOB_REF = "bot.procedure.engine:run_job"
 MAX_AUTO_RETRIES = 3
 MAX_ENGINE_ATTEMPTS = 6  # unexpected failures of the engine itself before the upgrade stops with Retry
 ENGINE_RETRY_SECONDS = 5.0  # first backoff after such a failure (then 10, 20, 40, ...)
