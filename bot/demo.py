@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from bot.notify import PACE_WINDOW
 from sandbox.botproc import BotProcess
 from sandbox.redis_server import RedisServer, free_port
 from sandbox.slack import SlackClient
@@ -135,10 +136,17 @@ def play(world: World, client: SlackClient, interactive: bool, release: str, tim
     clicked: set[tuple[str, int]] = set()
     shown: set[str] = set()
     deadline = time.monotonic() + timeout
+    ended: float | None = None
     while time.monotonic() < deadline:
         root = printer.poll()
         if root is not None and any(word in root.text for word in OUTCOMES):
-            return root.text
+            # The root shows the end at once; the thread's last notes may still wait for the
+            # channel's pace (bot/notify.py): print them too, up to one pace window more.
+            ended = ended or time.monotonic()
+            done = "succeeded" not in root.text or any("🎉" in m.text for m in world.slack.thread(CHANNEL, root.ts))
+            if done or time.monotonic() > ended + PACE_WINDOW + 5:
+                printer.poll()
+                return root.text
         cp = open_checkpoint(world, root) if root is not None else None
         if cp is not None and (cp.ts, cp.edit_count) not in clicked:
             clicked.add((cp.ts, cp.edit_count))
