@@ -276,6 +276,8 @@ def _drive(world: World, bot: BotProcess, point: Point, command: str, release: s
         later = [] if point.abort_at else list(order[order.index(point.at) + 1 :])
     alice.wait(held, HELD_TIMEOUT, f"the bot to be held at {point.id}")
     bot.kill()
+    for undo in run.marks.get("after_kill", []):
+        undo()
     world.kube.clear_faults()
     bot.start()
     for ns, sel in run.marks.get("release_holds", []):
