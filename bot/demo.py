@@ -23,7 +23,7 @@ from sandbox.redis_server import RedisServer, free_port
 from sandbox.slack import SlackClient
 from sandbox.slack.blocks import render_blocks
 from sandbox.slack.model import Message
-from sandbox.world import CHANNEL, OPERATOR, SIGNING_SECRET, World
+from sandbox.world import CHANNEL, OPERATOR, SIGNING_SECRET, UNSET, World
 
 NAMESPACE = "default"
 RELEASES = {"helm": "my-release", "operator": "my-milvus"}
@@ -181,7 +181,8 @@ def run(interactive: bool = False, verbose: bool = False, mode: str = "helm", he
         else:
             world.seed_default()
         cluster_picture(world, "Cluster before", mode)
-        bot = BotProcess(world.bot_env(redis_server.url, free_port()), os.path.join(workdir, "bot.log")).start()
+        env = world.bot_env(redis_server.url, free_port(), BOT_SLACK_PACE=UNSET)  # Slack's pace, as in production
+        bot = BotProcess(env, os.path.join(workdir, "bot.log")).start()
         cleanups.append(bot.stop)
         _say(f"\nThe bot is serving on {bot.url} (Redis {redis_server.url}, Slack {world.slack.url}).")
         client = SlackClient(world.slack, bot.events_url, SIGNING_SECRET)

@@ -69,6 +69,8 @@ class ChannelPace:
 
     def take(self, channel: str) -> None:
         """Count one message to ``channel`` now, or raise RetryLater(paced) with the wait."""
+        if self.posts <= 0:
+            return  # not paced
         with self._lock:
             now = self.clock()
             sent = self._sent.setdefault(channel, collections.deque(maxlen=self.posts))

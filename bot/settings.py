@@ -68,6 +68,7 @@ class Settings:
     namespaces: tuple[str, ...] = ()  # where scan looks; empty: every namespace it may list
     audit_retention_days: float = 90.0
     shutdown_grace_seconds: float = 25.0
+    slack_pace: int = 10  # messages per channel in any 10 s; 0: not paced
     runner_workers: int = 32
 
     @property
@@ -226,6 +227,15 @@ def _count(env: Mapping[str, str], name: str, default: int, limit: int) -> int:
     return int(raw)
 
 
+def _pace(env: Mapping[str, str]) -> int:
+    raw = _get(env, "BOT_SLACK_PACE")
+    if raw is None:
+        return 10
+    if not raw.isdigit() or int(raw) > 100:
+        raise SettingsError("BOT_SLACK_PACE", f"must be a whole number from 0 (no pacing) to 100, got {raw!r}")
+    return int(raw)
+
+
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -278,5 +288,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         namespaces=_namespaces(env),
         audit_retention_days=_positive_float(env, "BOT_AUDIT_RETENTION_DAYS", 90.0, 3650, "days"),
         shutdown_grace_seconds=_positive_float(env, "BOT_SHUTDOWN_GRACE_SECONDS", 25.0, 3600),
+        slack_pace=_pace(env),
         runner_workers=_count(env, "RUNNER_WORKERS", 32, 256),
     )

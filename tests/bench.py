@@ -1275,6 +1275,7 @@ class Bench:
             UPGRADE_PODS_TIMEOUT_SECONDS=UNSET,
             UPGRADE_FLUSH_TIMEOUT_SECONDS=UNSET,
             RUNNER_LEASE_SECONDS=UNSET,
+            BOT_SLACK_PACE=UNSET,
         )
         self.bot = BotProcess(env, os.path.join(self.workdir, "bot.log")).start()
         assert self.bot.proc is not None and self.redis.proc is not None

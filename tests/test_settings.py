@@ -134,6 +134,15 @@ def test_runner_workers_setting() -> None:
             settings.load({**base, "RUNNER_WORKERS": bad})
 
 
+def test_slack_pace_setting() -> None:
+    base = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "BOT_OPERATORS": "U01"}
+    assert settings.load(base).slack_pace == 10
+    assert settings.load({**base, "BOT_SLACK_PACE": "0"}).slack_pace == 0  # not paced
+    for bad in ("-1", "fast", "101", "1.5"):
+        with pytest.raises(settings.SettingsError, match="BOT_SLACK_PACE"):
+            settings.load({**base, "BOT_SLACK_PACE": bad})
+
+
 def test_bot_namespaces_setting() -> None:
     base = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "BOT_OPERATORS": "U01"}
     assert settings.load(base).namespaces == ()

@@ -331,3 +331,9 @@ def test_notes_waiting_in_a_row_go_as_one_message(redis_url: str) -> None:
         notes = [c for c in sim.calls_of("chat.postMessage") if c.status == 200 and "note" in str(c.args["text"])]
         assert [c.args["text"] for c in notes] == ["note 0\n\nnote 1\n\nnote 2\n\nnote 3"]
         assert len({p.ts for p in latest.thread}) == 1
+
+
+def test_a_pace_of_zero_paces_nothing() -> None:
+    pace = notify.ChannelPace(posts=0)
+    for _ in range(100):
+        pace.take("C1")

@@ -28,7 +28,7 @@ from bot.cluster.kube import Kube, KubeError
 from bot.cluster.milvus import MilvusClient, base_urls
 from bot.jobs import JOB_REF
 from bot.logs import redact
-from bot.notify import Notifier
+from bot.notify import ChannelPace, Notifier
 from bot.procedure import checkpoints
 from bot.procedure.classify import classify, retry_delay
 from bot.procedure.context import Ctx, Limits
@@ -136,7 +136,7 @@ class Engine:
         return cls(
             settings,
             UpgradeStore.from_url(settings.redis_url, settings.audit_retention_days * 86400),
-            Notifier(settings.slack_bot_token, settings.slack_api_url),
+            Notifier(settings.slack_bot_token, settings.slack_api_url, ChannelPace(posts=settings.slack_pace)),
             kube,
             HelmCli(settings.helm_bin, kubeconfig=settings.kubeconfig, context=settings.kube_context),
             limits,
