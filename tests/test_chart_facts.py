@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.procedure.common import is_milvus_25, version_tuple, with_pulsar_v3
+from bot.procedure.common import is_milvus_25, version_tuple, with_pulsar_v3, yaml_documents
 from bot.procedure.helm_path import FIRST_PULSARV3_CHART, pulsar_v2_enabled, pvcs_helm_would_delete
 from bot.procedure.volumes import helm_pulsar_selector
 from sandbox import tools
@@ -124,3 +124,15 @@ def test_chart_4_2_27_cannot_be_a_reinstall_target(tmp_path: Any) -> None:
     with pytest.raises(subprocess.CalledProcessError) as err:
         render(BROKEN, with_pulsar_v3(V2_VALUES), tmp_path)
     assert "pulsar_manager" in err.value.stderr
+
+
+@pytest.mark.parametrize("version", [c for c in RENDERS if c in MILVUS_25])
+def test_the_bots_fast_yaml_reads_a_real_manifest_as_pyyaml_does(version: str, tmp_path: Any) -> None:
+    """``yaml_documents`` (libyaml) gives exactly PyYAML's documents for a whole rendered chart, and
+    a text libyaml refuses is refused with PyYAML's own error."""
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(V2_VALUES))
+    out = helm("template", RELEASE, str(chart_path(version)), "-f", str(path), "-n", "default")
+    assert yaml_documents(out) == list(yaml.safe_load_all(out))
+    with pytest.raises(yaml.YAMLError):
+        yaml_documents("a: [1, 2\n")

@@ -19,7 +19,7 @@ import yaml
 from bot.cluster.helm import SUPPORTED_HELM, HelmError, HelmRelease, find_release, release_history
 from bot.cluster.kube import KubeError
 from bot.procedure import pods, verify
-from bot.procedure.common import dig, is_milvus_25, values_diff, version_tuple, with_pulsar_v3
+from bot.procedure.common import dig, is_milvus_25, values_diff, version_tuple, with_pulsar_v3, yaml_documents
 from bot.procedure.context import Ctx
 from bot.procedure.detect import detect, helm_release
 from bot.procedure.flush import flush, run_flush
@@ -91,7 +91,7 @@ def pvcs_helm_would_delete(manifest: str) -> list[str]:
     the annotation from the manifest, not from the live object: such a PVC goes with the release.
     (The StatefulSets' claims are not in the manifest and survive.)"""
     try:
-        docs = list(yaml.safe_load_all(manifest))
+        docs = yaml_documents(manifest)
     except yaml.YAMLError as err:
         return [f"(the release manifest cannot be read: {err})"]
     out = []

@@ -14,6 +14,7 @@ import yaml
 from bot.cluster.helm import values_document
 from bot.cluster.kube import AccessCheck
 from bot.cluster.milvus import MilvusHttpError, MilvusRoutesGone
+from bot.procedure.common import yaml_documents
 from bot.procedure.context import Ctx
 
 BACKUP_SUFFIX = "-pulsar-upgrade-backup"
@@ -85,7 +86,7 @@ def manifest_access_checks(ns: str, manifest: str) -> list[AccessCheck]:
     the one reinstalled): found now, not as "forbidden" after Milvus was uninstalled."""
     kinds: set[tuple[str, str]] = set()
     try:
-        docs = list(yaml.safe_load_all(manifest))
+        docs = yaml_documents(manifest)
     except yaml.YAMLError:
         return []  # the render checks say why
     for doc in docs:
