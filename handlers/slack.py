@@ -65,6 +65,33 @@ class Deps:
     second_approver: bool
     channels: frozenset[str] = frozenset()  # BOT_CHANNELS; empty: every channel
     scan: Callable[[str | None], str] | None = None  # the answer to ``scan`` (reads the cluster; slow)
+    recent: SharedRead | None = None  # made on first use: the recent upgrades, one read shared
+
+
+class SharedRead:
+    """One read of the recent upgrades at a time, shared by every ``status`` and ``list`` asked
+    while it is under way (and reused for ``ttl`` seconds, none by default: a ``status`` right
+    after a ``start`` shows it): 50 of them at once were 50 reads of up to 500 records each,
+    decoded in this process (the edge), with their memory and GIL time."""
+
+    def __init__(self, store: UpgradeStore, limit: int, ttl: float = 0.0) -> None:
+        self.store, self.limit, self.ttl = store, limit, ttl
+        self._value: list[Upgrade] | None = None
+        self._at = 0.0
+        self._pending: asyncio.Future[list[Upgrade]] | None = None
+
+    async def get(self) -> list[Upgrade]:
+        if self._value is not None and time.monotonic() - self._at < self.ttl:
+            return self._value
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(asyncio.to_thread(self.store.recent, self.limit))
+            self._pending.add_done_callback(self._done)
+        return await asyncio.shield(self._pending)
+
+    def _done(self, future: asyncio.Future[list[Upgrade]]) -> None:
+        self._pending = None
+        if not future.cancelled() and future.exception() is None:
+            self._value, self._at = future.result(), time.monotonic()
 
 
 def _guarded(
@@ -244,7 +271,7 @@ async def _answer(deps: Deps, client: AsyncWebClient, cmd: Command, channel: str
             return f"I have no upgrade `{cmd.upgrade_id}`. `{COMMAND} list` shows them."
         return reports.status_text(upgrade, await _permalink(deps, client, upgrade), now)
     if isinstance(cmd, StatusCommand):
-        recent = await asyncio.to_thread(_recent, deps.store, LOOK_BACK)
+        recent = await _recent(deps)
         here = [u for u in recent if u.channel == channel]
         if not here:
             return f"No upgrade was started in this channel. `{COMMAND} list` shows every upgrade."
@@ -253,7 +280,7 @@ async def _answer(deps: Deps, client: AsyncWebClient, cmd: Command, channel: str
         more = f"\n…and {len(here) - 10} older ones (`{COMMAND} list`)." if len(here) > 10 else ""
         return "\n\n".join(texts) + more
     if isinstance(cmd, ListCommand):
-        recent = await asyncio.to_thread(_recent, deps.store, LOOK_BACK)
+        recent = await _recent(deps)
         active = [u for u in recent if not u.ended]
         ended = [u for u in recent if u.ended][:LIST_ENDED]
         return reports.list_text(await _with_links(deps, client, active), await _with_links(deps, client, ended), now)
@@ -266,9 +293,11 @@ async def _answer(deps: Deps, client: AsyncWebClient, cmd: Command, channel: str
     return f"`{COMMAND} {type(cmd).__name__.removesuffix('Command').lower()}` is not available yet."
 
 
-def _recent(store: UpgradeStore, limit: int) -> list[Upgrade]:
+async def _recent(deps: Deps) -> list[Upgrade]:
     """The most recent upgrades, newest first, plus any active one older than that."""
-    return store.recent(limit)
+    if deps.recent is None:
+        deps.recent = SharedRead(deps.store, LOOK_BACK)
+    return await deps.recent.get()
 
 
 async def _attach_audit(deps: Deps, client: AsyncWebClient, upgrade_id: str) -> str:
