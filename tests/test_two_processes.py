@@ -6,6 +6,7 @@
 - A click answered by the edge wakes the runner at once through the ``keys.RUNNER_WAKEUP``
   channel (the runner logs it with the upgrade id) and the upgrade goes on.
 - When the runner process dies, the edge says so and exits non-zero (the pod is restarted).
+- The runner runs at a lower CPU priority than the edge (niceness + RUNNER_NICENESS): acks first.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable
 import httpx
 import redis
 
+from bot.app import RUNNER_NICENESS
 from sandbox.botproc import BotProcess
 from sandbox.world import World
 from state import keys
@@ -65,6 +67,13 @@ def test_serve_is_an_edge_and_a_runner_child(world: World, bot: BotProcess, redi
     assert lease is not None
     assert httpx.get(bot.url + "/readyz").json() == {"redis": "ok", "runner": "leader"}
     assert bot.log().count("runner process started") == 1
+    assert bot.proc is not None  # acks first: the runner (and its helm) at a lower CPU priority
+    assert _niceness(children[0]) == _niceness(bot.proc.pid) + RUNNER_NICENESS
+
+
+def _niceness(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[16])
 
 
 def test_sigkill_of_the_edge_leaves_no_runner(
