@@ -235,7 +235,7 @@ class KubeApiServer:
 
     def __init__(self, store: Store | None = None, token: str = "sandbox-token", user: str = "sandbox") -> None:
         self.store = store if store is not None else Store()
-        self.token = token
+        self._token = token
         self.user = user
         self._identities: dict[str, Identity] = {token: Identity(user, (rbac.MASTERS, rbac.AUTHENTICATED))}
         self._rbac: rbac.Rbac | None = None  # set by enforce_rbac
@@ -388,6 +388,19 @@ class KubeApiServer:
     def clear_denies(self) -> None:
         with self._lock:
             self._denies.clear()
+
+    @property
+    def token(self) -> str:
+        """The server's own token (the one its kubeconfig carries unless told otherwise)."""
+        return self._token
+
+    @token.setter
+    def token(self, value: str) -> None:
+        """Replace the server's own token: the old one stops authenticating, the new one is who it was."""
+        with self._lock:
+            who = self._identities.pop(self._token)
+            self._identities[value] = who
+            self._token = value
 
     def add_token(self, token: str, user: str, groups: tuple[str, ...] | list[str] = ()) -> Identity:
         """Accept ``token`` as ``user`` in ``groups`` (``system:authenticated`` is added, as every
