@@ -157,6 +157,10 @@ def _enforce_chart_rbac(world: World, helm_major: int, workdir: Path, run: Run) 
 def _start_world(workdir: Path, helm_major: int, seed: str, run: Run, reclaim_policy: str = "Delete") -> World:
     workdir.mkdir(parents=True, exist_ok=True)
     world = World(str(workdir), helm_major=helm_major, reclaim_policy=reclaim_policy).start()
+    # A deleted claim stays Terminating a moment, as behind the real pvc-protection controller,
+    # so the bot's PVC wait always goes on to its watch (with 0 s the claims could be gone by the
+    # first list, and the watch verb granted for that wait would go unused in a run).
+    world.cluster.config.pvc_release_seconds = 1.5
     if seed == "operator":
         world.seed_operator()  # default/my-milvus (operator) and default/other-release (Helm)
         staging = world.install("my-release", "staging")
