@@ -192,28 +192,25 @@ class Rbac:
     def visit(self, who: Identity, namespace: str) -> Iterator[tuple[str, Rule | None, str | None]]:
         """(source, rule, None) for every rule that applies to ``who`` in ``namespace`` ('' =
         cluster scope), or (source, None, error) for a binding whose role cannot be read."""
-        for crb in sorted(self.store.list(f"clusterrolebindings.{GROUP}"), key=lambda b: b["metadata"]["name"]):
-            subject = next((s for s in crb.get("subjects") or [] if _applies(s, who, "")), None)
-            if subject is None:
-                continue
-            ref = crb.get("roleRef") or {}
-            source = (
-                f"ClusterRoleBinding {json.dumps(crb['metadata']['name'])} of {ref.get('kind')} "
-                f"{json.dumps(ref.get('name', ''))} to {_describe(subject, '')}"
-            )
-            yield from self._rules_of(source, ref, "")
-        if not namespace:
-            return
-        for rb in sorted(self.store.list(f"rolebindings.{GROUP}", namespace), key=lambda b: b["metadata"]["name"]):
-            subject = next((s for s in rb.get("subjects") or [] if _applies(s, who, namespace)), None)
-            if subject is None:
-                continue
-            ref = rb.get("roleRef") or {}
-            source = (
-                f"RoleBinding {json.dumps(rb['metadata']['name'] + '/' + namespace)} of {ref.get('kind')} "
-                f"{json.dumps(ref.get('name', ''))} to {_describe(subject, namespace)}"
-            )
-            yield from self._rules_of(source, ref, namespace)
+        for kind, scope, bindings in self._bindings(namespace):
+            for binding in sorted(bindings, key=lambda b: b["metadata"]["name"]):
+                subject = next((s for s in binding.get("subjects") or [] if _applies(s, who, scope)), None)
+                if subject is None:
+                    continue
+                ref = binding.get("roleRef") or {}
+                name = binding["metadata"]["name"] + (f"/{scope}" if scope else "")
+                source = (
+                    f"{kind} {json.dumps(name)} of {ref.get('kind')} "
+                    f"{json.dumps(ref.get('name', ''))} to {_describe(subject, scope)}"
+                )
+                yield from self._rules_of(source, ref, scope)
+
+    def _bindings(self, namespace: str) -> Iterator[tuple[str, str, list[dict[str, Any]]]]:
+        """(kind, scope, bindings): the ClusterRoleBindings, then (in a namespace) its RoleBindings,
+        each listed only when the caller gets that far (an authorizer stops at the first allow)."""
+        yield "ClusterRoleBinding", "", self.store.list(f"clusterrolebindings.{GROUP}")
+        if namespace:
+            yield "RoleBinding", namespace, self.store.list(f"rolebindings.{GROUP}", namespace)
 
     def _rules_of(
         self, source: str, ref: dict[str, Any], namespace: str
