@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import re
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import yaml
@@ -124,3 +126,16 @@ def yaml_documents(text: str) -> list[Any]:
         except yaml.YAMLError:
             pass
     return list(yaml.safe_load_all(text))
+
+
+def watch_until(events: Iterable[JSON], done: Callable[[JSON], bool], seconds: float, poll: float) -> bool:
+    """Give each watch event to ``done`` until it says the wait is over or ``seconds`` have passed:
+    True. False when the watch ended before either (an error, or the server closed it), after
+    sleeping what is left of ``seconds``, at most ``poll``: the caller then lists once instead."""
+    until = time.monotonic() + seconds
+    for event in events:
+        if done(event) or time.monotonic() > until:
+            return True
+    if time.monotonic() < until:
+        time.sleep(min(poll, max(0.0, until - time.monotonic())))
+    return False

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bot.procedure.common import dig, pod_ready, pod_row
+from bot.procedure.common import dig, pod_ready, pod_row, watch_until
 from bot.procedure.context import Ctx
 from bot.procedure.outcome import Done, StepError, Wait
 
@@ -71,24 +71,21 @@ def wait_ready(ctx: Ctx, pulsar_app: str, key: str) -> Done | Wait:
 
 def _watch(ctx: Ctx, mine: dict[str, JSON], groups: list[dict[str, str]], rv: str, seconds: int) -> dict[str, JSON]:
     selectors = release_selectors(ctx)
-    deadline = time.monotonic() + seconds
-    for event in ctx.kube.watch_pods(ctx.namespace, "", rv, seconds):
+
+    def done(event: JSON) -> bool:
         pod = event["object"]
-        if not any(_matches(pod, s) for s in selectors):
-            continue
-        name = pod["metadata"]["name"]
-        if event["type"] == "DELETED":
-            mine.pop(name, None)
-        elif event["type"] in ("ADDED", "MODIFIED"):
-            mine[name] = pod
-        if _complete(mine, groups) or time.monotonic() > deadline:
-            break
-    else:
-        # The watch ended early (error, or the server closed it): poll once instead.
-        if time.monotonic() < deadline:
-            time.sleep(min(ctx.settings.poll_interval_seconds, max(0.0, deadline - time.monotonic())))
-        mine = _of_release(ctx, ctx.kube.list_pods(ctx.namespace, ""))
-    return mine
+        if any(_matches(pod, s) for s in selectors):
+            if event["type"] == "DELETED":
+                mine.pop(pod["metadata"]["name"], None)
+            elif event["type"] in ("ADDED", "MODIFIED"):
+                mine[pod["metadata"]["name"]] = pod
+        return _complete(mine, groups)
+
+    if watch_until(
+        ctx.kube.watch_pods(ctx.namespace, "", rv, seconds), done, seconds, ctx.settings.poll_interval_seconds
+    ):
+        return mine
+    return _of_release(ctx, ctx.kube.list_pods(ctx.namespace, ""))
 
 
 def _not_ready_report(ctx: Ctx, pods: dict[str, JSON]) -> str:

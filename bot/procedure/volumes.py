@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from bot.cluster.kube import KubeConflict
-from bot.procedure.common import describe_pv, describe_pvc
+from bot.procedure.common import describe_pv, describe_pvc, watch_until
 from bot.procedure.context import Ctx
 from bot.procedure.outcome import Ask, Done, StepError, Wait
 from state.model import APPROVED
@@ -142,15 +142,16 @@ def wait_pvcs_gone(ctx: Ctx, names: set[str], deadline: float) -> list[str]:
     if not left or remaining <= 0:
         return sorted(left)
     seconds = int(min(ctx.limits.watch_chunk, max(1, remaining)))
-    until = time.monotonic() + seconds
-    for event in ctx.kube.watch_pvcs(ctx.namespace, selector, rv, seconds):
+
+    def done(event: JSON) -> bool:
         if event["type"] == "DELETED":
             left.discard(event["object"]["metadata"]["name"])
-        if not left or time.monotonic() > until:
-            return sorted(left)
-    # The watch ended early (an error, or the server closed it): poll once instead.
-    if time.monotonic() < until:
-        time.sleep(min(ctx.settings.poll_interval_seconds, max(0.0, until - time.monotonic())))
+        return not left
+
+    if watch_until(
+        ctx.kube.watch_pvcs(ctx.namespace, selector, rv, seconds), done, seconds, ctx.settings.poll_interval_seconds
+    ):
+        return sorted(left)
     return sorted(names & {p["metadata"]["name"] for p in ctx.kube.list_pvcs(ctx.namespace, selector)})
 
 
