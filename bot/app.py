@@ -6,7 +6,7 @@ commands and interactivity), ``GET /healthz`` (200 once serving), ``GET /readyz`
 Redis answers and the runner leads or stands by) and ``GET /metrics``; with SLACK_APP_TOKEN set
 it uses Socket Mode instead and still serves those endpoints. It acks, authorizes, records and
 queues runs (its ``Runner`` only queues, and wakes the active runner through Redis), and never
-runs a step. Its child, ``python -m bot runner`` (``run_runner``), holds or waits for the runner
+runs a step. Its child, ``python -m bot runner`` (bot/runner_main.py), holds or waits for the runner
 lease and runs the engine's steps in its worker threads; it answers the edge's questions (its
 state, its metrics, a ``scan``) on a unix socket in a private temporary directory. The steps'
 CPU work (helm output, YAML, JSON, Kubernetes models) and their heap, and its garbage
@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import gc
 import hashlib
 import hmac
 import logging
@@ -37,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from aiohttp import ClientError, web
@@ -65,14 +63,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
 from bot.jobs import JOB_REF
+from bot.runner_main import settle_heap
 from bot.settings import Settings, SettingsError
 from handlers import slack as slack_handlers
 from handlers.auth import Authorizer
 from state.runner import Runner
 from state.store import UpgradeStore
-
-if TYPE_CHECKING:
-    from bot.procedure.engine import Engine
 
 log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
@@ -309,7 +305,7 @@ async def _serve(settings: Settings, log_args: list[str]) -> int:
 
             socket_handler = AsyncSocketModeHandler(bolt, settings.slack_app_token)
             await socket_handler.connect_async()
-        _settle_heap()
+        settle_heap()
         log.info(
             "serving",
             extra={"port": settings.port, "mode": "socket" if socket_handler else "http", "runner_pid": child.pid},
@@ -346,13 +342,6 @@ def serve(settings: Settings, log_args: list[str] | None = None) -> int:
     acks, authorizes, records and queues. ``log_args`` (``--log-format``/``--log-level``) are
     passed on so that both write the same log lines."""
     return asyncio.run(_serve(settings, log_args or []))
-
-
-def _settle_heap() -> None:
-    """Once started: move everything built so far out of the garbage collector's sight, so a full
-    collection only walks what was made since (the idle stalls of a few hundred ms otherwise)."""
-    gc.collect()
-    gc.freeze()
 
 
 class RunnerProcess:
@@ -457,86 +446,3 @@ class RunnerProcess:
 def _status(returncode: int) -> int:
     """A child's exit status as a shell reports it (killed by signal N: 128 + N)."""
     return 128 - returncode if returncode < 0 else returncode
-
-
-# ---------------------------------------------------------------------------------- the runner
-
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: SIGKILL this process when the edge dies, however it dies (a crash leaves no runner
-    holding the lease); and exit at once if it is already gone."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
-    if os.getppid() != parent:
-        log.error("the serving process is gone: not starting the runner")
-        sys.exit(1)
-
-
-_PR_SET_PDEATHSIG = 1
-RUNNER_NICENESS = 10  # added to the runner's (and so its helm's) scheduling niceness
-
-
-def _yield_to_the_edge() -> None:
-    """Acks first: the runner and the helm it starts get a lower CPU priority than the Slack edge,
-    so that on a busy node (20 upgrades' helm and YAML) an ack still gets the CPU it needs within
-    Slack's 3 s (the bench saw one click time out without this). The runner mostly waits on the
-    cluster; it loses CPU only while the edge is busy."""
-    try:
-        os.nice(RUNNER_NICENESS)
-    except OSError as err:  # not allowed here: run at the same priority
-        log.warning("could not lower the runner's CPU priority: %s", err)
-
-
-def run_runner(settings: Settings, control: str, parent: int) -> int:
-    """``python -m bot runner`` (started by ``serve``): the engine and the runner, until SIGTERM."""
-    _die_with_parent(parent)
-    _yield_to_the_edge()
-    from bot.procedure.engine import Engine
-
-    engine = Engine.from_settings(settings)  # a SettingsError (KUBECONFIG) ends it with status 2
-    return asyncio.run(_run_runner(settings, engine, control))
-
-
-async def _run_runner(settings: Settings, engine: Engine, control: str) -> int:
-    metrics.REGISTRY.register(metrics.StateCollector(engine.metrics_rows, lambda: engine.runner.is_leader))
-
-    def state() -> str:
-        if engine.stopping:
-            return "stopping"
-        return "leader" if engine.runner.is_leader else "standby"
-
-    async def state_page(_: web.Request) -> web.Response:
-        return web.json_response({"runner": state(), "instance": engine.runner.instance, "pid": os.getpid()})
-
-    async def metrics_page(_: web.Request) -> web.Response:
-        body = await asyncio.to_thread(metrics.exposition)
-        return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
-
-    async def scan_page(request: web.Request) -> web.Response:
-        namespace = request.query.get("namespace") or None
-        text = await asyncio.to_thread(engine.scan, namespace, slack_handlers.COMMAND)
-        return web.Response(text=text)
-
-    control_app = web.Application()
-    control_app.router.add_get("/state", state_page)
-    control_app.router.add_get("/metrics", metrics_page)
-    control_app.router.add_get("/scan", scan_page)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    engine.start()
-    site = web.AppRunner(control_app, access_log=None)
-    await site.setup()
-    await web.UnixSite(site, control).start()
-    _settle_heap()
-    log.info("runner process started", extra={"pid": os.getpid(), "instance": engine.runner.instance})
-    await stop.wait()
-    log.info("runner: no new work; waiting up to %gs for the steps under way", settings.shutdown_grace_seconds)
-    drained = await asyncio.to_thread(engine.stop, settings.shutdown_grace_seconds)
-    await site.cleanup()
-    log.info("stopped" if drained else "stopped with steps cut short; the next runner resumes them")
-    return 0

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         except settings_mod.SettingsError as err:
             print(str(err), file=sys.stderr)
             return 2
-        from bot import app, logs
+        from bot import logs
 
         level = (args.log_level or os.environ.get("LOG_LEVEL") or "INFO").upper()
         fmt = (args.log_format or os.environ.get("LOG_FORMAT") or "json").lower()
@@ -95,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         logs.setup(level=level, fmt=fmt, secrets=settings.secrets())
         try:
             if args.command == "runner":
-                return app.run_runner(settings, args.control, args.parent)
+                from bot import runner_main
+
+                return runner_main.run_runner(settings, args.control, args.parent)
+            from bot import app
+
             return app.serve(settings, ["--log-format", fmt, "--log-level", level])
         except settings_mod.SettingsError as err:
             print(str(err), file=sys.stderr)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import httpx
 import redis
 
-from bot.app import RUNNER_NICENESS
+from bot.runner_main import RUNNER_NICENESS
 from sandbox.botproc import BotProcess
 from sandbox.world import World
 from state import keys
