@@ -28,16 +28,11 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import os
-import shutil
 import signal
-import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
 from aiohttp import ClientError, web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
@@ -64,6 +59,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import metrics
 from bot.jobs import JOB_REF
 from bot.runner_main import settle_heap
+from bot.runner_process import RunnerProcess
 from bot.settings import Settings, SettingsError
 from handlers import slack as slack_handlers
 from handlers.auth import Authorizer
@@ -257,7 +253,7 @@ async def _check_app_token(bolt: AsyncApp, app_token: str) -> None:
 # ---------------------------------------------------------------------------------- the edge
 
 
-async def _serve(settings: Settings, log_args: list[str]) -> int:
+async def _serve(settings: Settings, child: RunnerProcess) -> int:
     """The Slack edge (this process) and the runner (a child process); the exit status."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -266,7 +262,6 @@ async def _serve(settings: Settings, log_args: list[str]) -> int:
             loop.add_signal_handler(sig, stop.set)
     store = UpgradeStore.from_url(settings.redis_url, settings.audit_retention_days * 86400)
     queue = Runner(store.redis, JOB_REF, run_jobs=False, workers=1)  # queues runs; never takes the lease
-    child = RunnerProcess(log_args, settings.shutdown_grace_seconds)
     deps = slack_handlers.Deps(
         store=store,
         runner=queue,
@@ -278,7 +273,11 @@ async def _serve(settings: Settings, log_args: list[str]) -> int:
     bolt = build_bolt_app(settings, deps)
     try:
         if settings.slack_app_token is not None:
-            await _check_app_token(bolt, settings.slack_app_token)  # before anything is served or started
+            try:
+                await _check_app_token(bolt, settings.slack_app_token)  # before anything is served
+            except SettingsError:
+                await child.stop()  # it may have taken the lease already: it hands it back
+                raise
         status = await child.start(stop)
         if status is not None:  # it could not start (a bad KUBECONFIG: 2, its line already printed)
             return status
@@ -334,115 +333,12 @@ async def _serve(settings: Settings, log_args: list[str]) -> int:
         queue.stop()
 
 
-def serve(settings: Settings, log_args: list[str] | None = None) -> int:
+def serve(settings: Settings, log_args: list[str] | None = None, child: RunnerProcess | None = None) -> int:
     """Serve Slack here and run the runner in a child process, until SIGTERM; the exit status.
 
-    The child (``python -m bot runner``) connects to Kubernetes (a bad KUBECONFIG: it exits 2,
-    and so does this), holds or waits for the runner lease and runs the steps; this process only
-    acks, authorizes, records and queues. ``log_args`` (``--log-format``/``--log-level``) are
-    passed on so that both write the same log lines."""
-    return asyncio.run(_serve(settings, log_args or []))
-
-
-class RunnerProcess:
-    """The child process that runs the runner, seen from the edge: started, asked (its state, its
-    metrics, a scan) over a unix socket in a private directory, stopped with SIGTERM."""
-
-    def __init__(self, log_args: list[str], grace: float) -> None:
-        self.log_args = log_args
-        self.grace = grace
-        self.dir = tempfile.mkdtemp(prefix="mpub-runner-")
-        self.path = os.path.join(self.dir, "control.sock")
-        self.proc: asyncio.subprocess.Process | None = None
-        self._client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=self.path), base_url="http://runner")
-        self._sync = httpx.Client(transport=httpx.HTTPTransport(uds=self.path), base_url="http://runner")
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    async def start(self, stop: asyncio.Event, timeout: float = 300.0) -> int | None:
-        """Start it and wait until it answers on its socket: None, or its exit status if it ended."""
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            f"import sys; sys.path.insert(0, {root!r}); from bot.cli import main; sys.exit(main())",
-            "runner",
-            "--control",
-            self.path,
-            "--parent",
-            str(os.getpid()),
-            *self.log_args,
-            stdin=asyncio.subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not stop.is_set():
-            if self.proc.returncode is not None:
-                return _status(self.proc.returncode)
-            with contextlib.suppress(httpx.HTTPError, OSError):
-                if (await self._client.get("/state", timeout=2)).status_code == 200:
-                    return None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.proc.wait(), 0.05)
-        if stop.is_set():
-            return None
-        log.error("the runner process did not start within %gs", timeout)
-        self.kill()
-        return 1
-
-    async def wait(self) -> int:
-        assert self.proc is not None
-        return _status(await self.proc.wait())
-
-    async def state(self) -> str:
-        """What the child's runner is: leader, standby, stopping, or unreachable."""
-        try:
-            response = await self._client.get("/state", timeout=2)
-            return str(response.json()["runner"])
-        except (httpx.HTTPError, OSError, ValueError, KeyError, TypeError):
-            return "unreachable"
-
-    async def exposition(self) -> bytes | None:
-        """The child's metrics page, or None when it does not answer."""
-        try:
-            response = await self._client.get("/metrics", timeout=10)
-        except (httpx.HTTPError, OSError):
-            return None
-        return response.content if response.status_code == 200 else None
-
-    def scan(self, namespace: str | None) -> str:
-        """The answer to ``scan``, from the child (it holds the Kubernetes client); in a thread."""
-        try:
-            response = self._sync.get("/scan", params={"namespace": namespace or ""}, timeout=600)
-            response.raise_for_status()
-        except httpx.HTTPError as err:
-            log.warning("scan: the runner process did not answer: %s", type(err).__name__)
-            return "I could not scan: the bot's runner did not answer. Try again in a minute."
-        return response.text
-
-    async def stop(self) -> int:
-        """SIGTERM, then wait for it to end its steps (its grace, and a margin): its exit status."""
-        if self.proc is None:
-            return 0
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-        try:
-            return _status(await asyncio.wait_for(self.proc.wait(), self.grace + 15))
-        except TimeoutError:
-            log.error("the runner process did not stop within %gs: killing it", self.grace + 15)
-            self.kill()
-            return 1
-
-    def kill(self) -> None:
-        """Nothing outlives the edge (also the child's own PR_SET_PDEATHSIG)."""
-        if self.proc is not None and self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _status(returncode: int) -> int:
-    """A child's exit status as a shell reports it (killed by signal N: 128 + N)."""
-    return 128 - returncode if returncode < 0 else returncode
+    The child (``python -m bot runner``; ``child`` when already spawned) connects to Kubernetes
+    (a bad KUBECONFIG: it exits 2, and so does this), holds or waits for the runner lease and runs
+    the steps; this process only acks, authorizes, records and queues. ``log_args``
+    (``--log-format``/``--log-level``) are passed on so that both write the same log lines."""
+    child = child or RunnerProcess(log_args or [], settings.shutdown_grace_seconds)
+    return asyncio.run(_serve(settings, child))

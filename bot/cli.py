@@ -98,9 +98,14 @@ def main(argv: list[str] | None = None) -> int:
                 from bot import runner_main
 
                 return runner_main.run_runner(settings, args.control, args.parent)
+            from bot.runner_process import RunnerProcess
+
+            # The runner's interpreter starts now, beside the edge's imports below, not after them.
+            log_args = ["--log-format", fmt, "--log-level", level]
+            child = RunnerProcess(log_args, settings.shutdown_grace_seconds).spawn()
             from bot import app
 
-            return app.serve(settings, ["--log-format", fmt, "--log-level", level])
+            return app.serve(settings, log_args, child)
         except settings_mod.SettingsError as err:
             print(str(err), file=sys.stderr)
             return 2
