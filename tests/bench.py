@@ -1740,8 +1740,12 @@ def _why_rss(res: Results) -> str:
         f"{over:.0f} MB over. The peak RSS per phase, MiB: {peaks}. It rises during the 20 at once with the ack "
         "load, when the 20 upgrades' working sets (decoded Helm releases with their whole manifests, rendered "
         "charts, Kubernetes responses) and 50 Slack requests in flight are held together, and does not come "
-        "down afterwards (CPython keeps freed memory for reuse); it varies from run to run (about 170 to "
-        "215 MiB in the runs made while writing this benchmark). What holds it was not profiled."
+        "down afterwards (CPython and glibc keep freed memory for reuse). It is two interpreters since the "
+        "runner moved to a child process: their imports alone are about 55 MiB (the edge: slack_bolt, aiohttp, "
+        "redis) and 62 MiB (the runner: the engine and the kubernetes package's models). Measured while "
+        "writing this benchmark (sum of both processes): 237 MB with glibc's default malloc arenas (8 per "
+        "core), 212 MB with the two each process now keeps (bot/cli.py; one arena and a fixed mmap threshold "
+        "gave 218 MB, no better). What the runner's working set holds beyond that was not profiled."
     )
 
 
