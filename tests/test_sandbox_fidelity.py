@@ -41,6 +41,7 @@ class Cluster:
     server: KubeApiServer
     kubeconfig: Path
     env: dict[str, str]
+    sim: ClusterSim
 
     def run(
         self, tool: str, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60
@@ -88,7 +89,7 @@ def cluster(tools: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
         "HELM_DATA_HOME": str(home / "helm-data"),
     }
     try:
-        yield Cluster(store, server, kubeconfig, env)
+        yield Cluster(store, server, kubeconfig, env, sim)
     finally:
         sim.stop()
         server.stop()
@@ -297,6 +298,9 @@ def test_apply_server_side_twice_and_conflict(cluster: Cluster) -> None:
     assert cluster.kubectl("apply", "--server-side", "-f", "-", stdin=manifest).stdout.strip() == (
         "deployment.apps/ssa serverside-applied"
     )
+    # The controllers first roll the Deployment out (a ReplicaSet, a pod Ready after 0.2 s, the
+    # status written back): only then is a second write by the apply itself to be told apart.
+    cluster.sim.settle()
     rv = cluster.store.get("deployments.apps", "default", "ssa")["metadata"]["resourceVersion"]
     cluster.kubectl("apply", "--server-side", "-f", "-", stdin=manifest)
     obj = cluster.store.get("deployments.apps", "default", "ssa")
