@@ -69,14 +69,17 @@ class RunnerProcess:
             self.spawn()
         assert self.proc is not None
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not stop.is_set():
-            if self.proc.poll() is not None:
-                return _status(self.proc.returncode)
-            with contextlib.suppress(httpx.HTTPError, OSError):
-                if (await self._client.get("/state", timeout=2)).status_code == 200:
-                    return None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wait(), 0.05)
+        exited = asyncio.ensure_future(self.wait())  # one waiter for its end, not one per look
+        try:
+            while time.monotonic() < deadline and not stop.is_set():
+                if exited.done():
+                    return exited.result()
+                with contextlib.suppress(httpx.HTTPError, OSError):
+                    if (await self._client.get("/state", timeout=2)).status_code == 200:
+                        return None
+                await asyncio.wait({exited}, timeout=0.05)
+        finally:
+            exited.cancel()
         if stop.is_set():
             return None
         log.error("the runner process did not start within %gs", timeout)
