@@ -333,12 +333,11 @@ async def _serve(settings: Settings, child: RunnerProcess) -> int:
         queue.stop()
 
 
-def serve(settings: Settings, log_args: list[str] | None = None, child: RunnerProcess | None = None) -> int:
-    """Serve Slack here and run the runner in a child process, until SIGTERM; the exit status.
+def serve(settings: Settings, child: RunnerProcess) -> int:
+    """Serve Slack here, with ``child`` (the runner process, already spawned), until SIGTERM; the
+    exit status.
 
-    The child (``python -m bot runner``; ``child`` when already spawned) connects to Kubernetes
-    (a bad KUBECONFIG: it exits 2, and so does this), holds or waits for the runner lease and runs
-    the steps; this process only acks, authorizes, records and queues. ``log_args``
-    (``--log-format``/``--log-level``) are passed on so that both write the same log lines."""
-    child = child or RunnerProcess(log_args or [], settings.shutdown_grace_seconds)
+    The child (``python -m bot runner``) connects to Kubernetes (a bad KUBECONFIG: it exits 2,
+    and so does this), holds or waits for the runner lease and runs the steps; this process only
+    acks, authorizes, records and queues."""
     return asyncio.run(_serve(settings, child))

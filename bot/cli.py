@@ -122,12 +122,13 @@ def main(argv: list[str] | None = None) -> int:
                 return runner_main.run_runner(settings, args.control, args.parent)
             from bot.runner_process import RunnerProcess
 
-            # The runner's interpreter starts now, beside the edge's imports below, not after them.
+            # The runner's interpreter starts now, beside the edge's imports below, not after them;
+            # it gets the same log settings, so that both write the same log lines.
             log_args = ["--log-format", fmt, "--log-level", level]
             child = RunnerProcess(log_args, settings.shutdown_grace_seconds).spawn()
             from bot import app
 
-            return app.serve(settings, log_args, child)
+            return app.serve(settings, child)
         except settings_mod.SettingsError as err:
             print(str(err), file=sys.stderr)
             return 2

@@ -65,9 +65,7 @@ class RunnerProcess:
 
     async def start(self, stop: asyncio.Event, timeout: float = 300.0) -> int | None:
         """Wait until the spawned child answers on its socket: None, or its exit status if it ended."""
-        if self.proc is None:
-            self.spawn()
-        assert self.proc is not None
+        assert self.proc is not None, "spawn() first"
         deadline = time.monotonic() + timeout
         exited = asyncio.ensure_future(self.wait())  # one waiter for its end, not one per look
         try:
