@@ -1779,6 +1779,7 @@ def _why_added(res: Results) -> str:
 
 def _why_ack(res: Results) -> str:
     c, idle, one = res.concurrent.ack, res.idle_ack, res.sequential_ack
+    rate = float(idle.get("per_second", 0))
     stalled = c.get("stalls") or []
     idle_stalls = idle.get("stalls") or []
     return (
@@ -1794,8 +1795,9 @@ def _why_ack(res: Results) -> str:
         "they built at start-up. What is left is CPU: on 2 cores the edge shares them with the runner, helm, "
         "Redis, this benchmark's sandbox and the load generator, and with 50 requests in flight (a closed "
         "loop) every request waits for the ones before it, so p50 is about 50 / the throughput the edge gets. "
-        f"Idle, the edge answered {_f(res.idle_ack.get('per_second', 0), 0)} requests a second with 50 in flight: "
-        "each costs it about 5 ms of CPU (profiled with py-spy: Bolt's middleware and listener runner, the "
+        f"Idle, the edge answered {_f(rate, 0)} requests a second with 50 in flight, its one event loop "
+        f"busy: about {_f(1000 / rate if rate else 0, 1)} ms of it per request (profiled with py-spy: Bolt's "
+        "middleware and listener runner, the "
         "audit record written to Redis, and a command's answer POSTed to its response_url), and a p99 under "
         "100 ms with 50 in flight needs more than 500 a second even on idle cores. "
         "Slack's limit is 3,000 ms: the worst answer here was "
